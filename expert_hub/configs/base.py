@@ -1,0 +1,182 @@
+"""The configuration schema: frozen dataclasses, filled in by the config files (tiny.py, paper.py).
+
+Config is code: a config file's `get_config()` returns a `Config`, and library functions take these objects
+(never flags). `dataclasses.replace` derives variants, e.g. for tests.
+"""
+
+import dataclasses
+from typing import Optional, Tuple
+
+from expert_hub.models.adapters import AdapterConfig
+from expert_hub.models.resnet_v2 import ModelConfig
+
+SCHEDULES = ("cosine", "step")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """One SGD training run: batch, steps, warm-up + decay schedule, checkpointing.
+
+  Attributes:
+    batch_size: global batch size (split over replicas by the strategy).
+    steps: total optimiser steps.
+    base_lr: peak learning rate after warm-up.
+    warmup_steps: linear warm-up from 0 to base_lr.
+    schedule: "cosine" (to 0 at `steps`) or "step" (divide by 10 at each of `decay_steps`).
+    decay_steps: boundaries for the "step" schedule.
+    momentum: SGD momentum.
+    weight_decay: L2 penalty on kernels (added to the loss as BiT does), 0 for none.
+    checkpoint_every: save a resumable checkpoint every this many steps.
+    log_every: progress line and TensorBoard scalars every this many steps.
+    augment: random horizontal flips and small crops of the training images.
+  """
+  batch_size: int = 128
+  steps: int = 1000
+  base_lr: float = 0.1
+  warmup_steps: int = 100
+  schedule: str = "cosine"
+  decay_steps: Tuple[int, ...] = ()
+  momentum: float = 0.9
+  weight_decay: float = 1e-4
+  checkpoint_every: int = 200
+  log_every: int = 50
+  augment: bool = True
+
+  def __post_init__(self):
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"TrainConfig.schedule={self.schedule!r}; expected one of {SCHEDULES}.")
+    for field in ("batch_size", "steps", "checkpoint_every", "log_every"):
+      if getattr(self, field) < 1:
+        raise ValueError(f"TrainConfig.{field}={getattr(self, field)}; expected a positive integer.")
+    if not 0 <= self.warmup_steps <= self.steps:
+      raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps}; expected 0..steps ({self.steps}).")
+
+
+@dataclasses.dataclass(frozen=True)
+class UpstreamConfig:
+  """The upstream dataset: a TFDS name in `data_dir`, and its label hierarchy.
+
+  Attributes:
+    tfds_name: e.g. "expert_hub_world/upstream_32" or "imagenet21k".
+    name: short name used in export paths (`<export_dir>/<name>/<expert>/<version>`).
+    hierarchy_file: path of a hierarchy JSON; None reads `info.metadata["hierarchy"]` (the world has it).
+    train_split / eval_split: TFDS split strings.
+    image_key / label_key: feature names; labels may be integer ids or multi-hot vectors.
+    image_size: training resolution (images are resized to it).
+  """
+  tfds_name: str = "expert_hub_world/upstream_32"
+  name: str = "world32"
+  hierarchy_file: Optional[str] = None
+  train_split: str = "train"
+  eval_split: str = "validation"
+  image_key: str = "image"
+  label_key: str = "label"
+  image_size: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertsConfig:
+  """Which hierarchy nodes get experts and how experts are trained.
+
+  Attributes:
+    min_images: a node gets an expert if its subtree holds at least this many upstream training images.
+    max_experts: keep at most this many (largest subsets first); None keeps all.
+    min_depth: skip nodes shallower than this (depth 0 = the root, whose expert would be the generalist).
+    max_depth: skip nodes deeper than this; None for no limit.
+    kinds: which experts to train: "full" (whole network) and/or "adapter" (adapters + head, frozen trunk).
+    full: schedule of full experts (paper.md: the generalist's recipe at 0.1x learning rate).
+    adapter: schedule of adapter experts.
+    adapter_arch: adapter size and placement.
+  """
+  min_images: int = 1000
+  max_experts: Optional[int] = None
+  min_depth: int = 1
+  max_depth: Optional[int] = None
+  kinds: Tuple[str, ...] = ("full", "adapter")
+  full: TrainConfig = TrainConfig()
+  adapter: TrainConfig = TrainConfig()
+  adapter_arch: AdapterConfig = AdapterConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionConfig:
+  """Expert selection by a performance proxy on the task's labelled training images.
+
+  Attributes:
+    proxy: "knn" (leave-one-out kNN accuracy, the paper's proxy).
+    k: neighbours per vote.
+    backend: "auto" (ScaNN when installed, else exact numpy), "scann" or "exact".
+    split: the task split that is embedded (never the test split).
+    batch_size: embedding batch size.
+  """
+  proxy: str = "knn"
+  k: int = 1
+  backend: str = "auto"
+  split: str = "train800val200"
+  batch_size: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+  """Downstream fine-tuning: BiT-HyperRule unless overridden.
+
+  Attributes:
+    batch_size: fine-tuning batch (the HyperRule's LR scales with it from 0.003 at 512).
+    base_lr: LR at batch 512 (BiT: 0.003).
+    steps: None for the HyperRule's steps by dataset size; otherwise an explicit count.
+    steps_scale: multiply the HyperRule schedule (steps, warm-up, boundaries) by this, for cheap runs.
+    resize / crop: None for the HyperRule's (160/128 below 96x96 images, else 512/480).
+    train_split / test_split: task splits to train on and to report.
+  """
+  batch_size: int = 512
+  base_lr: float = 0.003
+  steps: Optional[int] = None
+  steps_scale: float = 1.0
+  resize: Optional[int] = None
+  crop: Optional[int] = None
+  train_split: str = "train800val200"
+  test_split: str = "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything one pipeline run needs.
+
+  Attributes:
+    name: the config's name ("tiny", "paper").
+    model: the backbone architecture.
+    upstream: the upstream data.
+    generalist: the generalist's training schedule.
+    experts: expert selection and training.
+    selection / finetune: downstream stages.
+    tasks: downstream task specs (see expert_hub.tasks.get_task).
+    oracle: fine-tune every expert per task (the oracle) as well as the selected one and the generalist.
+    version: the export version of every module.
+  """
+  name: str = "base"
+  model: ModelConfig = ModelConfig()
+  upstream: UpstreamConfig = UpstreamConfig()
+  generalist: TrainConfig = TrainConfig()
+  experts: ExpertsConfig = ExpertsConfig()
+  selection: SelectionConfig = SelectionConfig()
+  finetune: FinetuneConfig = FinetuneConfig()
+  tasks: Tuple[str, ...] = ()
+  oracle: bool = False
+  version: int = 1
+
+
+def replace(obj, **changes):
+  """dataclasses.replace with dotted keys: replace(cfg, **{"generalist.steps": 10})."""
+  nested = {}
+  flat = {}
+  for key, value in changes.items():
+    head, _, rest = key.partition(".")
+    if rest:
+      nested.setdefault(head, {})[rest] = value
+    else:
+      flat[key] = value
+  for head, sub in nested.items():
+    if not hasattr(obj, head):
+      raise AttributeError(f"{type(obj).__name__} has no field {head!r}.")
+    flat[head] = replace(getattr(obj, head), **sub)
+  return dataclasses.replace(obj, **flat)

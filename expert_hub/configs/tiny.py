@@ -1,0 +1,35 @@
+"""The `tiny` configuration: the whole pipeline on the embedded world at 32 px on 2 CPU cores.
+
+Command:  python binaries/run_pipeline.py --config=tiny --workdir=/tmp/expert_hub_demo
+Cost:     about 15 minutes on a 2-core CPU (see README for the measured run).
+
+A 0.55 M-parameter ResNet-v2 (units 1/1/1/1, width 1/4, GroupNorm + WS) trains at ~2,000 images/s here, so
+the generalist sees ~13 epochs of the 16k-image upstream split, each expert a few epochs of its domain, and
+each downstream fine-tune a shortened BiT-HyperRule schedule (0.1x) at 32 px instead of 128 px crops.
+"""
+
+from expert_hub.configs import base
+from expert_hub.data.world import catalogue
+from expert_hub.models import adapters
+from expert_hub.models import resnet_v2
+
+
+def get_config():
+  return base.Config(
+      name="tiny",
+      model=resnet_v2.MODEL_SIZES["tiny"],
+      upstream=base.UpstreamConfig(tfds_name="expert_hub_world/upstream_32", name="world32", image_size=32),
+      generalist=base.TrainConfig(batch_size=128, steps=1600, base_lr=0.1, warmup_steps=100,
+                                  checkpoint_every=400, log_every=100),
+      experts=base.ExpertsConfig(
+          min_images=2000, max_experts=6, min_depth=1, max_depth=1, kinds=("full", "adapter"),
+          full=base.TrainConfig(batch_size=128, steps=240, base_lr=0.01, warmup_steps=20,
+                                checkpoint_every=120, log_every=60),
+          adapter=base.TrainConfig(batch_size=128, steps=240, base_lr=0.1, warmup_steps=20,
+                                   checkpoint_every=120, log_every=60, weight_decay=0.0),
+          adapter_arch=adapters.AdapterConfig(reduction=4, placement="every_unit")),
+      selection=base.SelectionConfig(proxy="knn", k=1, backend="auto", split="train800val200"),
+      finetune=base.FinetuneConfig(batch_size=64, base_lr=0.003, steps_scale=0.1, resize=36, crop=32),
+      tasks=tuple(f"world/{t}" for t in catalogue.TASKS),
+      oracle=True,
+  )

@@ -1,0 +1,1 @@
+"""The on-disk module contract: export, registry (names -> handles) and the Keras 3 ExpertLayer."""

@@ -1,0 +1,53 @@
+"""`ExpertLayer`: a Keras 3 layer around an expert hub module, fine-tunable with `fit`.
+
+hub.KerasLayer is tf-keras only; this is its Keras 3 counterpart. The layer wraps the module's own tf.Variables
+(no copies), so gradients computed by Keras update the loaded module, and it forwards `training` to the
+module's `__call__` and adds its `regularization_losses`.
+"""
+
+import keras
+import tensorflow as tf
+
+from expert_hub.hub import registry as registry_lib
+
+
+@keras.saving.register_keras_serializable(package="expert_hub")
+class ExpertLayer(keras.layers.Layer):
+  """images float32 [B, H, W, 3] in [0, 1] -> expert features [B, D].
+
+  Args:
+    handle: expert name ("shapes", "world32/shapes/1"), module path or URL.
+    trainable: fine-tune the module's trainable variables.
+    export_dirs: where names are looked up (default: $EXPERT_HUB_EXPORT_DIRS).
+  """
+
+  def __init__(self, handle, trainable=False, export_dirs=None, **kwargs):
+    super().__init__(trainable=trainable, **kwargs)
+    self.handle = handle
+    self.export_dirs = list(export_dirs) if export_dirs else None
+    self.path = registry_lib.resolve(handle, self.export_dirs)
+    self._module = tf.saved_model.load(self.path)
+    for attr in ("variables", "trainable_variables", "regularization_losses"):
+      if not hasattr(self._module, attr):
+        raise ValueError(f"Module {self.path!r} lacks `{attr}`; expected a TF2 Reusable SavedModel.")
+    trainable_ids = {id(v) for v in self._module.trainable_variables}
+    for v in self._module.variables:
+      wrapped = keras.Variable(initializer=v, trainable=id(v) in trainable_ids, dtype=v.dtype, shape=v.shape,
+                               name=v.name.split(":")[0].replace("/", "_"))
+      self._track_variable(wrapped)
+    self.built = True
+
+  def call(self, images, training=False):
+    features = self._module(images, training=bool(training) if training is not None else False)
+    if self.trainable:
+      for loss_fn in self._module.regularization_losses:
+        self.add_loss(loss_fn())
+    return features
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], int(self._module.variables[-1].shape[-1]))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"handle": self.handle, "export_dirs": self.export_dirs})
+    return config

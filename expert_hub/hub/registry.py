@@ -1,0 +1,103 @@
+"""Finding experts by name: a registry over the expert.json files under one or more export dirs.
+
+Handles resolve in order (a chain, as in tensorflow_hub): a URL passes through; an existing path passes
+through; otherwise a name "expert", "upstream/expert" or "upstream/expert/version" is looked up (latest
+version when none is given). An unknown name raises KeyError listing the nearest known names.
+"""
+
+import dataclasses
+import difflib
+import glob
+import os
+from typing import Dict, List
+
+from expert_hub import io_utils
+from expert_hub.hub import export
+
+URL_PREFIXES = ("http://", "https://", "gs://", "hf://", "kaggle://")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertEntry:
+  name: str
+  upstream: str
+  version: int
+  path: str
+  metadata: Dict
+
+  @property
+  def qualified_name(self):
+    return f"{self.upstream}/{self.name}/{self.version}"
+
+
+def default_export_dirs():
+  env = os.environ.get("EXPERT_HUB_EXPORT_DIRS", "")
+  return [d for d in env.split(os.pathsep) if d]
+
+
+class Registry:
+  """Experts found under export dirs. Instances, not globals: build one per set of dirs."""
+
+  def __init__(self, export_dirs=None):
+    self.export_dirs = list(export_dirs) if export_dirs else default_export_dirs()
+    self._entries: List[ExpertEntry] = []
+    for root in self.export_dirs:
+      for meta in sorted(glob.glob(os.path.join(root, "*", "*", "*", export.METADATA_FILE))):
+        path = os.path.dirname(meta)
+        info = io_utils.read_json(meta)
+        version_dir = os.path.basename(path)
+        if not version_dir.isdigit():
+          continue
+        self._entries.append(ExpertEntry(info.get("name", os.path.basename(os.path.dirname(path))),
+                                         info.get("upstream", os.path.basename(os.path.dirname(os.path.dirname(path)))),
+                                         int(version_dir), path, info))
+
+  def entries(self):
+    return list(self._entries)
+
+  def names(self):
+    return sorted({e.name for e in self._entries})
+
+  def lookup(self, name) -> ExpertEntry:
+    """Finds the entry for "expert", "upstream/expert" or "upstream/expert/version"."""
+    parts = name.split("/")
+    if not 1 <= len(parts) <= 3:
+      raise KeyError(f"Expert name {name!r} has {len(parts)} parts; expected 'expert', 'upstream/expert' or "
+                     "'upstream/expert/version'.")
+    if len(parts) == 3 and not parts[2].isdigit():
+      raise KeyError(f"Expert name {name!r}: version {parts[2]!r} is not an integer.")
+    matches = [e for e in self._entries
+               if e.name == parts[-1 if len(parts) == 1 else 1]
+               and (len(parts) == 1 or e.upstream == parts[0])
+               and (len(parts) < 3 or e.version == int(parts[2]))]
+    if not matches:
+      known = sorted({e.name for e in self._entries} | {f"{e.upstream}/{e.name}" for e in self._entries})
+      near = difflib.get_close_matches(name, known, n=5, cutoff=0.4)
+      raise KeyError(f"Unknown expert {name!r} in export dirs {self.export_dirs}; nearest known names: {near} "
+                     f"({len(self.names())} experts known).")
+    upstreams = {e.upstream for e in matches}
+    if len(upstreams) > 1:
+      raise KeyError(f"Expert name {name!r} exists for several upstreams {sorted(upstreams)}; qualify it as "
+                     f"'upstream/{name}'.")
+    return max(matches, key=lambda e: e.version)
+
+  def resolve(self, handle):
+    """A handle (name, path or URL) -> a path or URL that tf.saved_model.load / hub.load accepts."""
+    if not isinstance(handle, str) or not handle:
+      raise ValueError(f"Expert handle {handle!r} is not a non-empty string.")
+    if handle.startswith(URL_PREFIXES):
+      return handle
+    if os.path.isabs(handle) or os.path.exists(handle):
+      if not os.path.exists(handle):
+        raise FileNotFoundError(f"Expert path {handle!r} does not exist.")
+      return handle
+    return self.lookup(handle).path
+
+
+def list_experts(export_dirs=None):
+  """[{"name", "upstream", "version", "kind", "node", "path", ...}] for every expert found."""
+  return [dict(e.metadata, path=e.path) for e in Registry(export_dirs).entries()]
+
+
+def resolve(handle, export_dirs=None):
+  return Registry(export_dirs).resolve(handle)

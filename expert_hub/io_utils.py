@@ -1,0 +1,38 @@
+"""Atomic file writes and hashing: nothing half-written is ever visible under its final name."""
+
+import hashlib
+import json
+import os
+import tempfile
+
+
+def atomic_write_text(path, text):
+  """Writes `text` to `path` through a temp file in the same folder and an atomic rename."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def atomic_write_json(path, obj):
+  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def sha256_file(path, chunk=1 << 20):
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(chunk), b""):
+      h.update(block)
+  return h.hexdigest()

@@ -1,0 +1,50 @@
+"""Residual adapters: small expert-specific modules on a frozen generalist trunk."""
+
+import dataclasses
+
+import keras
+
+from expert_hub.models import layers
+
+PLACEMENTS = ("every_unit", "stage_input")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterConfig:
+  """Where adapters go and how big they are.
+
+  Attributes:
+    reduction: hidden width = channels // reduction (paper.md default 4).
+    placement: "every_unit" (after every residual unit) or "stage_input" (once before each stage).
+  """
+  reduction: int = 4
+  placement: str = "every_unit"
+
+  def __post_init__(self):
+    if self.placement not in PLACEMENTS:
+      raise ValueError(f"AdapterConfig.placement={self.placement!r}; expected one of {PLACEMENTS}.")
+    if self.reduction < 1:
+      raise ValueError(f"AdapterConfig.reduction={self.reduction}; expected an integer >= 1.")
+
+
+def residual_adapter(x, reduction, max_groups, name):
+  """y = x + Up(ReLU(GN(Down(ReLU(GN(x)))))) with 1x1 convs and a zero-initialised Up.
+
+  The zero-initialised up-projection makes a fresh adapter the identity, so a new adapter expert computes
+  exactly the generalist's features before training (tested).
+  """
+  channels = x.shape[-1]
+  hidden = max(1, channels // reduction)
+  h = layers.group_norm(channels, max_groups, name=f"{name}_gn_in")(x)
+  h = keras.layers.ReLU(name=f"{name}_relu_in")(h)
+  h = keras.layers.Conv2D(hidden, 1, use_bias=False, kernel_initializer="he_normal",
+                          name=f"{name}_down")(h)
+  h = layers.group_norm(hidden, max_groups, name=f"{name}_gn_mid")(h)
+  h = keras.layers.ReLU(name=f"{name}_relu_mid")(h)
+  h = keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer="zeros", name=f"{name}_up")(h)
+  return keras.layers.Add(name=f"{name}_add")([x, h])
+
+
+def is_adapter_layer(layer_name):
+  """True for layers that belong to an adapter (their names all start with 'adapter_')."""
+  return layer_name.startswith("adapter_")

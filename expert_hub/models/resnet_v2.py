@@ -1,0 +1,163 @@
+"""BiT ResNet-v2: pre-activation bottleneck ResNet with GroupNorm and Weight Standardization.
+
+Layout (paper.md, verified for BiT-M R50x1): root 7x7/2 conv -> pad 1 -> 3x3/2 max-pool; four stages of
+bottleneck units with the stride on the 3x3 conv; projection shortcut from the pre-activated input when the
+shape changes; pre-logits = GN -> ReLU -> global average pool; a zero-initialised head.
+
+Layer names follow BiT's checkpoint keys (`block1_unit01_a_conv` for `resnet/block1/unit01/a/...`), because
+Keras 3 forbids "/" in names; weights therefore load by name.
+"""
+
+import dataclasses
+from typing import Optional, Tuple
+
+import keras
+
+from expert_hub.models import adapters as adapters_lib
+from expert_hub.models import layers
+
+DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of a ResNet-v2 backbone.
+
+  Attributes:
+    depth: 26, 50, 101 or 152; ignored when `units` is given.
+    width: width multiplier (BiT's x1, x3, ...); fractional values give the tiny nets.
+    units: residual units per stage; overrides `depth` (the tiny nets use (1, 1, 1, 1)).
+    max_groups: GroupNorm groups (32 in BiT).
+  """
+  depth: int = 50
+  width: float = 1.0
+  units: Optional[Tuple[int, int, int, int]] = None
+  max_groups: int = 32
+
+  def __post_init__(self):
+    if self.units is None and self.depth not in DEPTHS:
+      raise ValueError(f"ModelConfig.depth={self.depth}; expected one of {sorted(DEPTHS)} or explicit units.")
+    if self.units is not None and (len(self.units) != 4 or min(self.units) < 1):
+      raise ValueError(f"ModelConfig.units={self.units}; expected four positive integers.")
+    if self.width <= 0:
+      raise ValueError(f"ModelConfig.width={self.width}; expected a positive multiplier.")
+
+  @property
+  def stage_units(self):
+    return tuple(self.units) if self.units is not None else DEPTHS[self.depth]
+
+  @property
+  def root_filters(self):
+    return max(8, int(round(64 * self.width)))
+
+  @property
+  def feature_dim(self):
+    return 4 * self.root_filters * 8
+
+  def to_dict(self):
+    d = dataclasses.asdict(self)
+    d["units"] = list(self.stage_units)
+    return d
+
+  @classmethod
+  def from_dict(cls, d):
+    d = dict(d)
+    if d.get("units") is not None:
+      d["units"] = tuple(d["units"])
+    return cls(**d)
+
+
+# The sizes the configs use. "tiny" is what tests and the embedded-world demo train on 2 CPU cores.
+MODEL_SIZES = {
+    "tiny": ModelConfig(units=(1, 1, 1, 1), width=0.25, max_groups=8),
+    "r26x1": ModelConfig(depth=26),
+    "r50x1": ModelConfig(depth=50),
+    "r101x1": ModelConfig(depth=101),
+    "r152x1": ModelConfig(depth=152),
+    "r50x3": ModelConfig(depth=50, width=3.0),
+}
+
+
+def _conv(filters, kernel_size, strides=1, name=None):
+  return layers.StandardizedConv2D(filters, kernel_size, strides=strides, padding="same",
+                                   kernel_initializer="he_normal", name=name)
+
+
+def _unit(x, mid, out, stride, max_groups, name):
+  """One pre-activation bottleneck unit."""
+  pre = layers.group_norm(x.shape[-1], max_groups, name=f"{name}_a_gn")(x)
+  pre = keras.layers.ReLU(name=f"{name}_a_relu")(pre)
+  if stride != 1 or x.shape[-1] != out:
+    shortcut = _conv(out, 1, strides=stride, name=f"{name}_a_proj")(pre)
+  else:
+    shortcut = x
+  y = _conv(mid, 1, name=f"{name}_a_conv")(pre)
+  y = layers.group_norm(mid, max_groups, name=f"{name}_b_gn")(y)
+  y = keras.layers.ReLU(name=f"{name}_b_relu")(y)
+  y = _conv(mid, 3, strides=stride, name=f"{name}_b_conv")(y)
+  y = layers.group_norm(mid, max_groups, name=f"{name}_c_gn")(y)
+  y = keras.layers.ReLU(name=f"{name}_c_relu")(y)
+  y = _conv(out, 1, name=f"{name}_c_conv")(y)
+  return keras.layers.Add(name=f"{name}_add")([y, shortcut])
+
+
+def build_backbone(config: ModelConfig, adapter: Optional[adapters_lib.AdapterConfig] = None,
+                   name="resnet_v2"):
+  """Builds images [B, H, W, 3] in [0, 1] -> pre-logits features [B, config.feature_dim].
+
+  Args:
+    config: the architecture.
+    adapter: if given, residual adapters are inserted (see adapters.py); all their layers are named
+      "adapter_*", so trunk weights keep their names and copy between plain and adapter models.
+    name: the Keras model name.
+
+  Returns:
+    A functional keras.Model; any image size works (global average pooling).
+  """
+  images = keras.Input((None, None, 3), name="images")
+  # BiT's raw training code feeds [-1, 1]; our modules take [0, 1] like the published TF Hub ones.
+  x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_bit_range")(images)
+  x = _conv(config.root_filters, 7, strides=2, name="root_conv")(x)
+  x = keras.layers.ZeroPadding2D(1, name="root_pad")(x)
+  x = keras.layers.MaxPooling2D(3, strides=2, name="root_pool")(x)
+  for block, num_units in enumerate(config.stage_units, start=1):
+    mid = config.root_filters * 2 ** (block - 1)
+    if adapter is not None and adapter.placement == "stage_input":
+      x = adapters_lib.residual_adapter(x, adapter.reduction, config.max_groups, name=f"adapter_block{block}")
+    for unit in range(1, num_units + 1):
+      stride = 2 if (unit == 1 and block > 1) else 1
+      x = _unit(x, mid, 4 * mid, stride, config.max_groups, name=f"block{block}_unit{unit:02d}")
+      if adapter is not None and adapter.placement == "every_unit":
+        x = adapters_lib.residual_adapter(x, adapter.reduction, config.max_groups,
+                                          name=f"adapter_block{block}_unit{unit:02d}")
+  x = layers.group_norm(x.shape[-1], config.max_groups, name="final_gn")(x)
+  x = keras.layers.ReLU(name="final_relu")(x)
+  features = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
+  return keras.Model(images, features, name=name)
+
+
+def build_classifier(backbone, num_classes, name=None):
+  """Backbone + a zero-initialised linear head: images -> logits [B, num_classes].
+
+  The zero init (BiT) means a fresh head predicts uniformly and leaves the backbone's features untouched at
+  the first step.
+  """
+  if num_classes < 1:
+    raise ValueError(f"num_classes={num_classes}; expected a positive integer.")
+  images = keras.Input((None, None, 3), name="images")
+  features = backbone(images)
+  logits = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")(features)
+  return keras.Model(images, logits, name=name or f"{backbone.name}_classifier")
+
+
+def build_endpoints(classifier):
+  """Named endpoints of a classifier from build_classifier: images -> {"pre_logits", "logits"}."""
+  backbone = classifier.layers[1]
+  images = keras.Input((None, None, 3), name="images")
+  features = backbone(images)
+  return keras.Model(images, {"pre_logits": features, "logits": classifier.get_layer("head")(features)})
+
+
+def get_backbone(classifier):
+  """The backbone sub-model of a classifier built by build_classifier."""
+  return classifier.layers[1]

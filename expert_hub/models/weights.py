@@ -1,0 +1,86 @@
+"""Name-based weights: move weights between a generalist, its experts and their files by layer name.
+
+Plain and adapter models share trunk layer names, so a generalist's weights load into an adapter expert
+(adapters keep their fresh zero-init) and an expert's trunk can be compared with the generalist's.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+
+
+def named_variables(model):
+  """{"layer/weight": keras.Variable} for every weight of model, recursing into nested models."""
+  out = {}
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      out.update(named_variables(layer))
+      continue
+    for w in layer.weights:
+      key = f"{layer.name}/{w.name}"
+      if key in out:
+        raise ValueError(f"Weight name {key!r} appears twice in model {model.name!r}.")
+      out[key] = w
+  return out
+
+
+def get_weights(model):
+  return {k: np.asarray(v.numpy()) for k, v in named_variables(model).items()}
+
+
+def set_weights(model, weights, allow_missing=(), allow_unused=False):
+  """Assigns weights by name.
+
+  Args:
+    model: the destination.
+    weights: {"layer/weight": array}.
+    allow_missing: predicate or tuple of name prefixes for model weights that may be absent from `weights`
+      (e.g. adapters when loading a generalist into an adapter expert); they keep their current values.
+    allow_unused: if False, a name in `weights` that the model lacks is an error.
+
+  Raises:
+    ValueError: naming the missing, unused or mis-shaped weights.
+  """
+  variables = named_variables(model)
+  if callable(allow_missing):
+    may_miss = allow_missing
+  else:
+    may_miss = lambda k: any(k.startswith(p) for p in allow_missing)
+  missing = [k for k in variables if k not in weights and not may_miss(k)]
+  unused = [k for k in weights if k not in variables]
+  if missing:
+    raise ValueError(f"{len(missing)} weights of {model.name!r} are missing from the source, e.g. {missing[:5]}.")
+  if unused and not allow_unused:
+    raise ValueError(f"{len(unused)} source weights have no place in {model.name!r}, e.g. {unused[:5]}.")
+  for k, v in variables.items():
+    if k in weights:
+      value = np.asarray(weights[k])
+      if tuple(value.shape) != tuple(v.shape):
+        raise ValueError(f"Weight {k!r} has shape {value.shape} in the source but {tuple(v.shape)} in "
+                         f"{model.name!r}.")
+      v.assign(value)
+
+
+def save_weights(model, path):
+  """Writes {"layer/weight": array} to an .npz file atomically."""
+  weights = get_weights(model)
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.npz")
+  np.savez(tmp, **weights)
+  os.replace(tmp, path)
+
+
+def load_weights(path):
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Weights file {path!r} does not exist.")
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def count_params(variables):
+  return int(sum(int(np.prod(v.shape)) for v in variables))
+
+

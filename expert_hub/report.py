@@ -1,0 +1,54 @@
+"""Presenting pipeline results: a Markdown table and a PNG bar chart."""
+
+import os
+import tempfile
+
+import numpy as np
+
+
+def _fmt(x):
+  return "-" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_table(results):
+  """One row per task: kNN pick and its accuracy, the generalist, the oracle; then means and timings."""
+  rows = ["| task | domain | kNN-selected expert | selected acc | generalist acc | oracle expert | oracle acc |",
+          "|---|---|---|---|---|---|---|"]
+  for t in results["tasks"]:
+    rows.append(f"| {t['task']} | {t['domain'] or 'structured'} | {t['selected']} | "
+                f"{_fmt(t['selected_accuracy'])} | {_fmt(t['generalist_accuracy'])} | "
+                f"{t['oracle_expert'] or '-'} | {_fmt(t['oracle_accuracy'])} |")
+  tasks = results["tasks"]
+  if tasks:
+    mean = lambda key: float(np.mean([t[key] for t in tasks])) if all(t[key] is not None for t in tasks) else None
+    rows.append(f"| **mean** | | | **{_fmt(mean('selected_accuracy'))}** | **{_fmt(mean('generalist_accuracy'))}**"
+                f" | | **{_fmt(mean('oracle_accuracy'))}** |")
+  timing = ", ".join(f"{k} {v:.0f} s" for k, v in results["timings"].items() if not k.startswith("task:"))
+  task_seconds = sum(v for k, v in results["timings"].items() if k.startswith("task:"))
+  return "\n".join(rows) + f"\n\nTest top-1 accuracy (%). Timings: {timing}; tasks {task_seconds:.0f} s."
+
+
+def plot_results(results, path):
+  """Grouped bars per task (selected / generalist / oracle), written atomically as PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  tasks = results["tasks"]
+  names = [t["task"].split("/")[-1] for t in tasks]
+  series = [("kNN-selected", "selected_accuracy"), ("generalist", "generalist_accuracy"),
+            ("oracle", "oracle_accuracy")]
+  x = np.arange(len(tasks))
+  fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks)), 4))
+  for i, (label, key) in enumerate(series):
+    values = [100 * (t[key] or 0) for t in tasks]
+    ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label)
+  ax.set_xticks(x, names, rotation=30, ha="right")
+  ax.set_ylabel("test top-1 (%)")
+  ax.set_title(f"expert_hub ({results.get('config', '')}): fine-tuned accuracy per task")
+  ax.legend()
+  fig.tight_layout()
+  fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
+  os.close(fd)
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Expert selection: embeddings, the kNN proxy and ranking."""

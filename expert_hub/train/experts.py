@@ -1,0 +1,119 @@
+"""Expert training: one full or adapter expert per selected hierarchy node, initialised from the generalist.
+
+One compiled model per kind serves every expert: weights are re-loaded from the generalist, the optimiser is
+zeroed and the loss's label mask is pointed at the next expert's labels, so Keras reuses its traced train step
+instead of spending seconds tracing a new model per expert.
+"""
+
+import logging
+import os
+
+import tensorflow as tf
+
+from expert_hub import io_utils
+from expert_hub.data import experts as experts_lib
+from expert_hub.data import upstream as upstream_lib
+from expert_hub.models import adapters as adapters_lib
+from expert_hub.models import weights as weights_lib
+from expert_hub.train import trainer
+from expert_hub.train import upstream
+
+log = logging.getLogger(__name__)
+KINDS = ("full", "adapter")
+EXPERTS_FILE = "experts.json"
+
+
+def expert_dir(workdir, kind, name):
+  return os.path.join(workdir, "experts", kind, name)
+
+
+def plan_experts(cfg, data_dir, workdir):
+  """Selects expert nodes by the config's rule and writes `<workdir>/experts.json`; returns ExpertNodes."""
+  builder = upstream_lib.get_builder(cfg.upstream.tfds_name, data_dir)
+  hierarchy = upstream_lib.load_hierarchy(cfg.upstream, builder)
+  labels = upstream_lib.load_labels(builder, cfg.upstream.train_split, cfg.upstream.label_key)
+  counts = experts_lib.node_image_counts(hierarchy, labels)
+  e = cfg.experts
+  nodes = experts_lib.select_expert_nodes(hierarchy, counts, e.min_images, e.max_experts, e.min_depth,
+                                          e.max_depth)
+  if not nodes:
+    raise ValueError(f"No hierarchy node holds min_images={e.min_images} upstream images at depth "
+                     f"{e.min_depth}..{e.max_depth}; the largest non-root subtree has "
+                     f"{max([c for n, c in counts.items() if n not in hierarchy.roots] or [0])}.")
+  io_utils.atomic_write_json(os.path.join(workdir, EXPERTS_FILE), {
+      "upstream": cfg.upstream.name, "hierarchy": hierarchy.name,
+      "experts": [{"name": n.expert_name, "node": n.node, "labels": list(n.labels), "num_images": n.num_images}
+                  for n in nodes]})
+  return nodes
+
+
+def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None):
+  """Trains the selected experts of each kind; finished experts are skipped on re-run.
+
+  Args:
+    cfg: the pipeline Config.
+    data_dir: TFDS data dir of the upstream.
+    workdir: holds generalist/ (required) and receives experts/<kind>/<name>/.
+    kinds: subset of ("full", "adapter"); default cfg.experts.kinds.
+    names: train only these experts (by expert name); default all selected.
+    strategy: a tf.distribute strategy.
+
+  Returns:
+    {kind: {name: model info}}.
+  """
+  kinds = tuple(kinds or cfg.experts.kinds)
+  for kind in kinds:
+    if kind not in KINDS:
+      raise ValueError(f"Unknown expert kind {kind!r}; expected one of {KINDS}.")
+  generalist_dir = os.path.join(workdir, "generalist")
+  generalist_info = upstream.read_model_info(generalist_dir)
+  generalist_weights = weights_lib.load_weights(os.path.join(generalist_dir, upstream.WEIGHTS_FILE))
+  nodes = plan_experts(cfg, data_dir, workdir)
+  if names:
+    known = {n.expert_name: n for n in nodes}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+      import difflib  # pylint: disable=g-import-not-at-top
+      near = sorted({m for u in unknown for m in difflib.get_close_matches(u, list(known), n=3)})
+      raise ValueError(f"Unknown expert(s) {unknown}; selected experts are {sorted(known)} "
+                       f"(nearest: {near}).")
+    nodes = [known[n] for n in names]
+  builder = upstream_lib.get_builder(cfg.upstream.tfds_name, data_dir)
+  num_labels = generalist_info["num_labels"]
+  strategy = strategy or tf.distribute.get_strategy()
+  results = {}
+  for kind in kinds:
+    todo = [n for n in nodes if not upstream.is_trained(expert_dir(workdir, kind, n.expert_name))]
+    results[kind] = {n.expert_name: upstream.read_model_info(expert_dir(workdir, kind, n.expert_name))
+                     for n in nodes if n not in todo}
+    for n in nodes:
+      if n not in todo:
+        log.info("Expert %s/%s already trained; skipping.", kind, n.expert_name)
+    if not todo:
+      continue
+    train_cfg = cfg.experts.full if kind == "full" else cfg.experts.adapter
+    adapter_cfg = cfg.experts.adapter_arch if kind == "adapter" else None
+    with strategy.scope():
+      model, loss = upstream.build_upstream_model(cfg.model, num_labels, train_cfg, adapter_cfg=adapter_cfg,
+                                                  freeze_trunk=(kind == "adapter"), name=f"{kind}_expert")
+    fresh_adapters = {k: v for k, v in weights_lib.get_weights(model).items()
+                      if adapters_lib.is_adapter_layer(k)}
+    for i, node in enumerate(todo):
+      log.info("Training %s expert %d/%d: %s (%d images, %d labels).", kind, i + 1, len(todo),
+               node.expert_name, node.num_images, len(node.labels))
+      out = expert_dir(workdir, kind, node.expert_name)
+      weights_lib.set_weights(model, {**generalist_weights, **fresh_adapters})
+      trainer.reset_optimizer(model.optimizer)
+      loss.set_labels(node.labels)
+      stream = upstream.make_upstream_stream(builder, cfg.upstream, train_cfg, num_labels, node.labels)
+      result = trainer.fit(model, stream, train_cfg, out, name=f"{kind}/{node.expert_name}", strategy=strategy)
+      result["eval_precision_at_1"] = upstream.evaluate_upstream(model, builder, cfg.upstream, num_labels,
+                                                                 node.labels)
+      weights_lib.save_weights(model, os.path.join(out, upstream.WEIGHTS_FILE))
+      info = dict(generalist_info, kind=kind, node=node.node, name=node.expert_name,
+                  adapter=(None if adapter_cfg is None else
+                           {"reduction": adapter_cfg.reduction, "placement": adapter_cfg.placement}),
+                  labels=list(node.labels), num_images=node.num_images, train=result)
+      upstream.write_model_info(out, info)
+      results[kind][node.expert_name] = info
+  return results

@@ -1,0 +1,1 @@
+"""Downstream transfer: BiT-HyperRule and the fine-tuning loop."""

@@ -1,0 +1,140 @@
+"""Fine-tuning an expert on a task: a fresh zero-initialised head, the whole network trained, test top-1.
+
+`Finetuner` holds one task's data and a compiled model per expert architecture: modules written by expert_hub
+carry their architecture in expert.json, so their variables load into a cached, already-traced Keras model
+(seconds saved per expert); any other hub module is fine-tuned through ExpertLayer.
+"""
+
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from expert_hub import io_utils
+from expert_hub.data import preprocessing
+from expert_hub.hub import export
+from expert_hub.hub import layer as layer_lib
+from expert_hub.hub import registry as registry_lib
+from expert_hub.models import adapters as adapters_lib
+from expert_hub.models import resnet_v2
+from expert_hub.train import schedules
+from expert_hub.train import trainer
+from expert_hub.transfer import hyperrule
+
+log = logging.getLogger(__name__)
+FINETUNE_FILE = "finetune.json"
+
+
+def _mixup(alpha):
+  def fn(images, labels):
+    lam = tf.compat.v1.distributions.Beta(alpha, alpha).sample([]) if alpha > 0 else 1.0
+    return lam * images + (1 - lam) * tf.reverse(images, [0]), lam * labels + (1 - lam) * tf.reverse(labels, [0])
+  return fn
+
+
+class Finetuner:
+  """Fine-tunes expert modules on one task with the BiT-HyperRule (see FinetuneConfig)."""
+
+  def __init__(self, task, cfg, export_dirs=None, seed=0):
+    self.task, self.cfg, self.export_dirs, self.seed = task, cfg, export_dirs, seed
+    train_images, self.train_labels = _arrays(task, cfg.train_split)
+    test_images, self.test_labels = _arrays(task, cfg.test_split)
+    n, h, w = train_images.shape[:3]
+    rule_resize, rule_crop = hyperrule.get_resolution(h, w)
+    self.resize, self.crop = cfg.resize or rule_resize, cfg.crop or rule_crop
+    sched = hyperrule.get_schedule(n, cfg.steps_scale)
+    if cfg.steps:
+      ratio = cfg.steps / sched.steps
+      sched = hyperrule.Schedule(cfg.steps, int(sched.warmup_steps * ratio),
+                                 tuple(int(d * ratio) for d in sched.decay_steps), sched.mixup_alpha)
+    self.schedule = sched
+    self.lr = hyperrule.get_learning_rate(cfg.batch_size, cfg.base_lr)
+    num_classes = task.num_classes
+    one_hot = lambda y: tf.one_hot(tf.cast(y, tf.int32), num_classes)
+    train = tf.data.Dataset.from_tensor_slices((train_images, self.train_labels))
+    self.train_ds = preprocessing.make_train_dataset(train, cfg.batch_size, self.resize, self.crop,
+                                                     shuffle_buffer=n, seed=seed, label_fn=one_hot)
+    if sched.mixup_alpha > 0:
+      self.train_ds = self.train_ds.map(_mixup(sched.mixup_alpha))
+    test = tf.data.Dataset.from_tensor_slices((test_images, self.test_labels))
+    self.test_ds = preprocessing.make_eval_dataset(test, 256, self.crop, label_fn=one_hot).cache()
+    self._templates = {}
+
+  def _compile(self, model):
+    schedule = schedules.WarmupSchedule(self.lr, self.schedule.steps, self.schedule.warmup_steps, "step",
+                                        self.schedule.decay_steps)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=False)
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+  def _model_for(self, path):
+    """A compiled classifier whose backbone holds the module's weights and whose head is zero."""
+    metadata = export.read_metadata(path) if os.path.exists(os.path.join(path, export.METADATA_FILE)) else {}
+    if "model" not in metadata:
+      layer = layer_lib.ExpertLayer(path, trainable=True)
+      images = keras.Input((None, None, 3))
+      logits = keras.layers.Dense(self.task.num_classes, kernel_initializer="zeros", name="head")(layer(images))
+      return self._compile(keras.Model(images, logits))
+    key = (repr(metadata["model"]), repr(metadata.get("adapter")))
+    if key not in self._templates:
+      model_cfg = resnet_v2.ModelConfig.from_dict(metadata["model"])
+      adapter = adapters_lib.AdapterConfig(**metadata["adapter"]) if metadata.get("adapter") else None
+      backbone = resnet_v2.build_backbone(model_cfg, adapter=adapter, name="finetune_backbone")
+      self._templates[key] = self._compile(resnet_v2.build_classifier(backbone, self.task.num_classes))
+    model = self._templates[key]
+    module = tf.saved_model.load(path)
+    targets = resnet_v2.get_backbone(model).variables
+    if len(targets) != len(module.variables):
+      raise ValueError(f"Module {path!r} has {len(module.variables)} variables; its architecture in "
+                       f"expert.json builds {len(targets)}.")
+    for target, source in zip(targets, module.variables):
+      if tuple(target.shape) != tuple(source.shape):
+        raise ValueError(f"Module {path!r}: variable {source.name} has shape {source.shape}, the "
+                         f"architecture expects {tuple(target.shape)}.")
+      target.assign(source)
+    for v in model.get_layer("head").weights:
+      v.assign(tf.zeros_like(v))
+    trainer.reset_optimizer(model.optimizer)
+    return model
+
+  def run(self, handle):
+    """Fine-tunes one expert; returns {"task", "expert", "test_accuracy", "steps", "seconds", ...}."""
+    t0 = time.time()
+    path = registry_lib.resolve(handle, self.export_dirs)
+    model = self._model_for(path)
+    history = model.fit(self.train_ds, epochs=1, steps_per_epoch=self.schedule.steps, verbose=0)
+    _, accuracy = model.evaluate(self.test_ds, verbose=0)
+    result = {"task": self.task.name, "expert": handle, "test_accuracy": round(float(accuracy), 4),
+              "steps": self.schedule.steps, "seconds": round(time.time() - t0, 2),
+              "train_loss": round(float(history.history["loss"][-1]), 4), "batch_size": self.cfg.batch_size,
+              "learning_rate": self.lr, "resolution": [self.resize, self.crop],
+              "num_train_examples": int(len(self.train_labels)), "num_test_examples": int(len(self.test_labels))}
+    log.info("[finetune %s] %s: test accuracy %.4f (%d steps, %.1f s)", self.task.name, handle, accuracy,
+             self.schedule.steps, result["seconds"])
+    return result
+
+
+def _arrays(task, split):
+  images, labels = [], []
+  for x, y in task.load(split).map(lambda x, y: (preprocessing.to_float_image(x), y)).as_numpy_iterator():
+    images.append(x)
+    labels.append(y)
+  if not images:
+    raise ValueError(f"Task {task.name!r} split {split!r} has no examples.")
+  shapes = {im.shape for im in images}
+  if len(shapes) > 1:  # Variable-size sources (image folders, natural datasets): bring to one size first.
+    side = max(max(s[0], s[1]) for s in shapes)
+    images = [tf.image.resize(im, [side, side]).numpy() for im in images]
+  return np.stack(images).astype(np.float32), np.asarray(labels, np.int64)
+
+
+def finetune(handle, task, cfg, workdir, export_dirs=None):
+  """Fine-tunes one expert on a task and writes `<workdir>/finetune.json`; returns its content."""
+  result = Finetuner(task, cfg, export_dirs).run(handle)
+  io_utils.atomic_write_json(os.path.join(workdir, FINETUNE_FILE), result)
+  return result
