@@ -5,7 +5,7 @@ import importlib
 from expert_hub.configs.base import (Config, ExpertsConfig, FinetuneConfig, SelectionConfig,  # noqa: F401
                                      TrainConfig, UpstreamConfig, replace)
 
-CONFIG_NAMES = ("tiny", "paper")
+CONFIG_NAMES = ("tiny", "smoke", "paper")
 
 
 def get_config(name="tiny"):

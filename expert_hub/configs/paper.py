@@ -31,7 +31,7 @@ def get_config():
                                 checkpoint_every=2000, log_every=200),
           adapter=base.TrainConfig(batch_size=4096, steps=10_000, base_lr=0.48, warmup_steps=500,
                                    checkpoint_every=2000, log_every=200, weight_decay=0.0),
-          adapter_arch=adapters.AdapterConfig(reduction=4, placement="every_unit")),
+          adapter_arch=adapters.AdapterConfig(reduction=4, placement="stage_input")),
       selection=base.SelectionConfig(proxy="knn", k=1, backend="auto", split="train800val200", batch_size=64),
       finetune=base.FinetuneConfig(batch_size=512, base_lr=0.003),
       tasks=("vtab/cifar100", "vtab/dtd", "vtab/oxford_flowers102"),

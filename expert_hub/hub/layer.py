@@ -25,11 +25,11 @@ class ExpertLayer(keras.layers.Layer):
     super().__init__(trainable=trainable, **kwargs)
     self.handle = handle
     self.export_dirs = list(export_dirs) if export_dirs else None
-    self.path = registry_lib.resolve(handle, self.export_dirs)
-    self._module = tf.saved_model.load(self.path)
+    self.module_path = registry_lib.resolve(handle, self.export_dirs)
+    self._module = tf.saved_model.load(self.module_path)
     for attr in ("variables", "trainable_variables", "regularization_losses"):
       if not hasattr(self._module, attr):
-        raise ValueError(f"Module {self.path!r} lacks `{attr}`; expected a TF2 Reusable SavedModel.")
+        raise ValueError(f"Module {self.module_path!r} lacks `{attr}`; expected a TF2 Reusable SavedModel.")
     trainable_ids = {id(v) for v in self._module.trainable_variables}
     for v in self._module.variables:
       wrapped = keras.Variable(initializer=v, trainable=id(v) in trainable_ids, dtype=v.dtype, shape=v.shape,

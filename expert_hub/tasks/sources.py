@@ -89,8 +89,14 @@ class FolderTask(base.Task):
     self.num_classes = self.builder.info.features["label"].num_classes
 
   def _load(self, split):
-    split = _map_split(split, set(self.builder.info.splits))
-    return self.builder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
+    available = set(self.builder.info.splits)
+    mapped = _map_split(split, available)
+    if mapped == split:
+      return self.builder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
+    # ImageFolder has no sub-split API: slice "train" by hand (train[:800] etc.).
+    ds = self.builder.as_dataset(split="train", shuffle_files=False, as_supervised=True)
+    start, stop = {"train800": (0, 800), "val200": (800, 1000), "train800val200": (0, 1000)}[split]
+    return ds.skip(start).take(stop - start)
 
 
 def get_task(spec, data_dir=None, image_size=32):

@@ -112,6 +112,8 @@ class ExpertHubWorld(tfds.core.GeneratorBasedBuilder):
         }),
         supervised_keys=("image", "label"),
         metadata=metadata,
+        # Keep generation order so that train800val200 = train800 + val200 and slices are fixed, as in VTAB.
+        disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):

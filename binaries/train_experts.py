@@ -1,0 +1,43 @@
+r"""Trains full and/or adapter experts, one per selected hierarchy node, from the generalist.
+
+  python binaries/train_experts.py --config=tiny --workdir=/tmp/expert_hub --kinds=full,adapter
+  python binaries/train_experts.py --config=tiny --workdir=/tmp/expert_hub --experts=shapes,glyphs
+Finished experts are skipped on re-run; an interrupted expert resumes from its checkpoint.
+"""
+
+from absl import app
+from absl import flags
+
+from expert_hub import flags_common
+from expert_hub.train import experts
+from expert_hub.train import strategies
+
+FLAGS = flags.FLAGS
+flags_common.define_common_flags(export_dir=False)
+flags.DEFINE_list("kinds", None, "Expert kinds to train (full, adapter); default: the config's.")
+flags.DEFINE_list("experts", None, "Only these experts (node names with '/' as '_'); default: all selected.")
+flags.DEFINE_integer("steps", None, "Override the config's expert steps (both kinds).")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  del argv
+  flags_common.setup_logging()
+  cfg = flags_common.load_config()
+  if FLAGS.steps:
+    cfg = flags_common.configs.replace(cfg, **{"experts.full.steps": FLAGS.steps,
+                                               "experts.adapter.steps": FLAGS.steps})
+  results = experts.train_experts(cfg, FLAGS.data_dir, FLAGS.workdir, kinds=FLAGS.kinds, names=FLAGS.experts,
+                                  strategy=strategies.make_strategy(FLAGS.strategy))
+  for kind, by_name in results.items():
+    for name, info in by_name.items():
+      print(f"{kind:8s} {name:20s} eval precision@1 {info['train'].get('eval_precision_at_1')}")
+
+
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

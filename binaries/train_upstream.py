@@ -1,0 +1,36 @@
+r"""Trains the generalist on all upstream data.
+
+  python binaries/train_upstream.py --config=tiny --workdir=/tmp/expert_hub --data_dir=/tmp/tfds
+Resumes from <workdir>/generalist/checkpoints after a kill; a finished generalist is not retrained.
+"""
+
+from absl import app
+from absl import flags
+
+from expert_hub import flags_common
+from expert_hub.train import strategies
+from expert_hub.train import upstream
+
+FLAGS = flags.FLAGS
+flags_common.define_common_flags(export_dir=False)
+flags.DEFINE_integer("steps", None, "Override the config's generalist steps.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  del argv
+  flags_common.setup_logging()
+  cfg = flags_common.load_config()
+  if FLAGS.steps:
+    cfg = flags_common.configs.replace(cfg, **{"generalist.steps": FLAGS.steps})
+  info = upstream.train_generalist(cfg, FLAGS.data_dir, FLAGS.workdir, strategies.make_strategy(FLAGS.strategy))
+  print(f"generalist: {info['train']}")
+
+
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

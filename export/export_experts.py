@@ -1,0 +1,38 @@
+r"""Exports the generalist and every trained expert of a workdir as TF Hub-style SavedModel modules.
+
+  python export/export_experts.py --workdir=/tmp/expert_hub --export_dir=/tmp/experts --version=1
+Writes <export_dir>/<upstream>/<expert>/<version>/ atomically; an existing version is an error unless
+--skip_existing.
+"""
+
+from absl import app
+from absl import flags
+
+from expert_hub import flags_common
+from expert_hub.hub import export_trained
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Training workdir (generalist/, experts/).")
+flags.DEFINE_string("export_dir", None, "Root of exported modules.")
+flags.DEFINE_integer("version", 1, "Module version to write.")
+flags.DEFINE_list("experts", None, "Only these module names (default: all trained).")
+flags.DEFINE_bool("skip_existing", False, "Keep already-exported versions instead of failing.")
+flags.mark_flags_as_required(["workdir", "export_dir"])
+
+
+def main(argv):
+  del argv
+  flags_common.setup_logging()
+  paths = export_trained.export_trained(FLAGS.workdir, FLAGS.export_dir, FLAGS.version, FLAGS.experts,
+                                        skip_existing=FLAGS.skip_existing)
+  for name, path in paths.items():
+    print(f"{name:24s} {path}")
+
+
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

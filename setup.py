@@ -1,0 +1,41 @@
+"""expert_hub: scalable transfer learning with expert models, as Keras / TF Hub modules."""
+
+import setuptools
+
+# The pins that work together (../shared/docs/stack.md): scann 1.4.2 does not import beside TF 2.21, and an
+# unpinned tf-keras would pull TF 2.21.
+INSTALL_REQUIRES = [
+    "tensorflow==2.20.0",
+    "tf-keras==2.20.1",
+    "keras==3.15.1",
+    "tensorflow-hub==0.16.1",
+    "tensorflow-datasets==4.9.10",
+    "scann==1.4.2; platform_system == 'Linux'",
+    "absl-py==2.5.1",
+    "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
+    "matplotlib",
+    "numpy",
+]
+
+BINARIES = {
+    "expert-hub-train-upstream": "binaries.train_upstream:run",
+    "expert-hub-train-experts": "binaries.train_experts:run",
+    "expert-hub-export-experts": "export.export_experts:run",
+    "expert-hub-select-expert": "binaries.select_expert:run",
+    "expert-hub-finetune": "binaries.finetune:run",
+    "expert-hub-run-pipeline": "binaries.run_pipeline:run",
+}
+
+setuptools.setup(
+    name="expert_hub",
+    version="0.1.0",
+    description="Scalable transfer learning with expert models: train, export, select and fine-tune experts.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["expert_hub", "expert_hub.*", "binaries", "export"]),
+    package_data={"expert_hub.data.world": ["hierarchy.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": [f"{k}={v}" for k, v in BINARIES.items()]},
+)

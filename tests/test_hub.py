@@ -1,0 +1,113 @@
+"""Export, registry and ExpertLayer: modules reproduce the in-memory model and fine-tune through Keras 3."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_hub as hub
+
+import expert_hub
+from expert_hub.hub import export, registry
+from expert_hub.models import resnet_v2
+from expert_hub.train import upstream
+
+# GroupNorm + WS numerics of a reloaded graph differ from eager by up to ~1.6e-4 (stack.md pitfall 5).
+FEATURE_ATOL = 1e-3
+
+
+def _module_paths(export_dir):
+  return {e["name"]: e["path"] for e in registry.list_experts([export_dir])}
+
+
+def test_export_layout_and_metadata(export_dir, trained_workdir):
+  paths = _module_paths(export_dir)
+  plan = json.load(open(os.path.join(trained_workdir, "experts.json")))
+  names = [e["name"] for e in plan["experts"]]
+  assert set(paths) == {"generalist", *names, *[f"{n}_adapter" for n in names]}
+  for name, path in paths.items():
+    assert path.endswith(os.path.join("mini32", name, "1"))
+    meta = export.verify_module(path)
+    for key in ("name", "kind", "node", "labels", "feature_dim", "image_size", "num_params",
+                "num_trainable_params", "sha256"):
+      assert key in meta, (name, key)
+    assert "saved_model.pb" in meta["sha256"]
+    assert meta["kind"] == ("generalist" if name == "generalist" else
+                            "adapter" if name.endswith("_adapter") else "full")
+  adapter, full = export.read_metadata(paths[f"{names[0]}_adapter"]), export.read_metadata(paths[names[0]])
+  assert adapter["num_params"] > full["num_params"]
+
+
+def test_module_reproduces_in_memory_model(export_dir, trained_workdir):
+  paths = _module_paths(export_dir)
+  plan = json.load(open(os.path.join(trained_workdir, "experts.json")))
+  name = plan["experts"][0]["name"]
+  folder = os.path.join(trained_workdir, "experts", "adapter", name)
+  backbone = upstream.model_from_info(upstream.read_model_info(folder), folder, with_head=False)
+  module = hub.load(paths[f"{name}_adapter"])
+  for size in (32, 40):  # any image size
+    x = np.random.RandomState(size).rand(4, size, size, 3).astype("float32")
+    np.testing.assert_allclose(module(x, training=False).numpy(), backbone(x).numpy(), atol=FEATURE_ATOL)
+  assert len(module.variables) == len(backbone.variables)
+  assert module.regularization_losses == [] or all(callable(f) for f in module.regularization_losses)
+  sig = module.signatures["serving_default"]
+  assert list(sig.structured_outputs.values())[0].shape.as_list() == [None, backbone.output_shape[-1]]
+
+
+def test_existing_version_is_refused_and_nothing_written(export_dir):
+  before = sorted(os.walk(export_dir))
+  backbone = resnet_v2.build_backbone(resnet_v2.MODEL_SIZES["tiny"])
+  with pytest.raises(FileExistsError, match="already holds"):
+    export.export_module(backbone, export_dir, "mini32", "generalist", 1, {"kind": "generalist"})
+  for bad in ("../evil", "/abs", "a/b", ".hidden"):
+    with pytest.raises(ValueError, match="not a valid name"):
+      export.export_module(backbone, export_dir, "mini32", bad, 1, {"kind": "full"})
+  assert sorted(os.walk(export_dir)) == before
+
+
+def test_tampered_module_fails_verification(export_dir, tmp_path):
+  import shutil
+  src = _module_paths(export_dir)["generalist"]
+  copy = str(tmp_path / "copy")
+  shutil.copytree(src, copy)
+  with open(os.path.join(copy, "saved_model.pb"), "ab") as f:
+    f.write(b"x")
+  with pytest.raises(ValueError, match="saved_model.pb"):
+    export.verify_module(copy)
+
+
+def test_registry_names_paths_urls_and_unknown(export_dir):
+  reg = registry.Registry([export_dir])
+  path = _module_paths(export_dir)["generalist"]
+  assert reg.resolve("generalist") == path
+  assert reg.resolve("mini32/generalist") == path
+  assert reg.resolve("mini32/generalist/1") == path
+  assert reg.resolve(path) == path
+  url = "https://tfhub.dev/google/experts/bit/r50x1/in21k/bird/1"
+  assert reg.resolve(url) == url
+  with pytest.raises(KeyError, match="nearest known names: .*generalist"):
+    reg.resolve("generalistt")
+  assert {e["name"] for e in expert_hub.list_experts([export_dir])} == set(reg.names())
+
+
+def test_expert_layer_fine_tunes_module_variables(export_dir):
+  path = _module_paths(export_dir)["generalist"]
+  layer = expert_hub.ExpertLayer(path, trainable=True)
+  images = keras.Input((32, 32, 3))
+  model = keras.Model(images, keras.layers.Dense(3)(layer(images)))
+  model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+  module_vars = layer._module.trainable_variables  # pylint: disable=protected-access
+  before = [v.numpy().copy() for v in module_vars]
+  x = np.random.rand(16, 32, 32, 3).astype("float32")
+  model.fit(x, np.arange(16) % 3, batch_size=8, epochs=1, verbose=0)
+  changed = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, module_vars))
+  assert changed == len(module_vars)
+  frozen = expert_hub.ExpertLayer(path, trainable=False)
+  assert not frozen.trainable_weights and frozen.non_trainable_weights
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,50 @@
+"""End to end: the binaries and the pipeline on the `smoke` config (slow: CI runs it once)."""
+
+import json
+import os
+
+import pytest
+
+from conftest import run_python
+
+
+@pytest.mark.slow
+def test_run_pipeline_binary_writes_results(tmp_path):
+  workdir = str(tmp_path / "wd")
+  proc = run_python(["binaries/run_pipeline.py", "--config=smoke", f"--workdir={workdir}"], timeout=1200)
+  assert "| task |" in proc.stdout and "kNN-selected expert" in proc.stdout
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  assert len(results["tasks"]) == 2
+  for t in results["tasks"]:
+    assert set(t) >= {"task", "selected", "selected_accuracy", "generalist_accuracy", "oracle_expert",
+                      "oracle_accuracy", "knn_scores", "finetune_accuracy"}
+    assert t["selected"] in t["knn_scores"] and len(t["finetune_accuracy"]) == 5  # oracle: every module
+    assert t["oracle_accuracy"] == max(v for k, v in t["finetune_accuracy"].items() if k != "generalist")
+  assert {"data", "generalist", "experts", "export", "total"} <= set(results["timings"])
+  assert os.path.getsize(os.path.join(workdir, "results.png")) > 1000
+  # Re-running reuses every stage's output.
+  again = run_python(["binaries/run_pipeline.py", "--config=smoke", f"--workdir={workdir}"], timeout=600)
+  assert "already trained; skipping" in again.stderr and "already done" in again.stderr
+
+
+@pytest.mark.slow
+def test_stage_binaries(tmp_path, data_dir):
+  wd, ex = str(tmp_path / "wd"), str(tmp_path / "export")
+  common = ["--config=smoke", f"--workdir={wd}", f"--data_dir={data_dir}"]
+  run_python(["binaries/train_upstream.py", *common, "--steps=10"])
+  run_python(["binaries/train_experts.py", *common, "--kinds=adapter", "--steps=4"])
+  run_python(["export/export_experts.py", f"--workdir={wd}", f"--export_dir={ex}"])
+  again = run_python(["export/export_experts.py", f"--workdir={wd}", f"--export_dir={ex}"], check=False)
+  assert again.returncode != 0 and "already holds" in again.stderr
+  sel = run_python(["binaries/select_expert.py", *common, f"--export_dir={ex}", "--task=world/count",
+                    "--split=val200"])
+  assert "selected:" in sel.stdout
+  ft = run_python(["binaries/finetune.py", *common, f"--export_dir={ex}", "--task=world/count", "--expert=auto",
+                   "--steps=5"])
+  assert "test accuracy" in ft.stdout
+  assert json.load(open(os.path.join(wd, "finetune.json")))["steps"] == 5
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

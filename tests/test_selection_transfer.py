@@ -1,0 +1,101 @@
+"""Selection and fine-tuning write their JSON; tasks from folders and arrays; bad input is named."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from expert_hub import configs
+from expert_hub.hub import registry
+from expert_hub.selection import select
+from expert_hub.tasks import ArrayTask, FolderTask, get_task
+from expert_hub.transfer import finetune, hyperrule
+
+
+def _experts(export_dir):
+  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] != "generalist"]
+
+
+def test_select_expert_writes_selection_json(export_dir, data_dir, tmp_path, smoke_cfg):
+  task = get_task("world/colours_novel", data_dir)
+  sel_cfg = configs.replace(smoke_cfg.selection, split="val200")
+  result = select.select_expert(task, _experts(export_dir), sel_cfg, str(tmp_path), 32)
+  on_disk = json.load(open(tmp_path / "selection.json"))
+  assert on_disk == result
+  assert set(result) >= {"task", "proxy", "k", "num_examples", "selected", "ranking", "seconds"}
+  assert result["num_examples"] == 200 and result["proxy"] == "knn" and result["k"] == 1
+  scores = [r["score"] for r in result["ranking"]]
+  assert scores == sorted(scores, reverse=True) and result["selected"] == result["ranking"][0]["expert"]
+  for r in result["ranking"]:
+    assert set(r) == {"expert", "score", "embed_seconds", "knn_seconds"} and 0 <= r["score"] <= 1
+
+
+def test_unknown_expert_or_task_fails_before_work(export_dir, data_dir, tmp_path, smoke_cfg):
+  task = get_task("world/colours_novel", data_dir)
+  with pytest.raises(KeyError, match="nearest known names"):
+    select.select_expert(task, ["no_such_expert"], smoke_cfg.selection, str(tmp_path), 32, [export_dir])
+  assert not os.listdir(tmp_path)
+  with pytest.raises(KeyError, match="colours_novel"):
+    get_task("world/colour_novel", data_dir)
+  with pytest.raises(ValueError, match="Unknown task spec"):
+    get_task("cifar100", data_dir)
+
+
+def test_finetune_writes_finetune_json_and_learns(export_dir, data_dir, tmp_path, smoke_cfg):
+  task = get_task("world/colours_novel", data_dir)
+  cfg = configs.replace(smoke_cfg.finetune, steps=40)
+  result = finetune.finetune("generalist", task, cfg, str(tmp_path), export_dirs=[export_dir])
+  assert json.load(open(tmp_path / "finetune.json")) == result
+  assert set(result) >= {"task", "expert", "test_accuracy", "steps", "seconds"}
+  assert result["steps"] == 40 and result["num_test_examples"] == 1000
+  assert result["test_accuracy"] > 1.0 / task.num_classes + 0.15
+
+
+def test_hyperrule():
+  s = hyperrule.get_schedule(1000)
+  assert (s.steps, s.warmup_steps, s.decay_steps, s.mixup_alpha) == (500, 100, (200, 300, 400), 0.0)
+  assert hyperrule.get_schedule(100_000).steps == 10_000 and hyperrule.get_schedule(100_000).mixup_alpha == 0.1
+  assert hyperrule.get_schedule(1_000_000).decay_steps == (6000, 12_000, 18_000)
+  assert hyperrule.get_resolution(32, 32) == (160, 128) and hyperrule.get_resolution(224, 224) == (512, 480)
+  assert hyperrule.get_learning_rate(64) == pytest.approx(0.003 / 8)
+  with pytest.raises(ValueError, match="dataset_size=0"):
+    hyperrule.get_schedule(0)
+
+
+def _write_folder(root, classes, per_class=3):
+  for split in ("train", "test"):
+    for c in classes:
+      os.makedirs(root / split / c, exist_ok=True)
+      for i in range(per_class):
+        Image.fromarray(np.full((20 + i, 24, 3), 40 * i, np.uint8)).save(root / split / c / f"{i}.png")
+
+
+def test_folder_task_and_its_errors(tmp_path):
+  _write_folder(tmp_path / "ok", ["cat", "dog"])
+  task = get_task(f"folder:{tmp_path / 'ok'}")
+  assert task.num_classes == 2
+  assert len(list(task.load("train800val200"))) == 6
+  _write_folder(tmp_path / "one", ["cat"])
+  with pytest.raises(ValueError, match="1 class folder"):
+    FolderTask(str(tmp_path / "one"))
+  os.makedirs(tmp_path / "empty" / "train" / "a")
+  os.makedirs(tmp_path / "empty" / "train" / "b")
+  with pytest.raises(ValueError, match="no images"):
+    FolderTask(str(tmp_path / "empty"))
+
+
+def test_array_task_rejects_bad_images():
+  with pytest.raises(ValueError, match=r"shape \(4, 8, 8\) \(rank 3\)"):
+    ArrayTask({"train": (np.zeros([4, 8, 8]), np.arange(4))})
+  with pytest.raises(ValueError, match="4 channels"):
+    ArrayTask({"train": (np.zeros([4, 8, 8, 4]), np.arange(4))})
+  t = ArrayTask({"train800val200": (np.zeros([4, 8, 8, 1], np.uint8), np.array([0, 1, 0, 1]))})
+  x, _ = next(iter(t.load("train800val200")))
+  assert x.shape == (8, 8, 1) and t.num_classes == 2
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,110 @@
+"""Training: a short fit beats chance; a killed run resumes from its checkpoint; experts skip when done."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from expert_hub.data import experts as experts_data
+from expert_hub.models import resnet_v2
+from expert_hub.tasks import sources
+from expert_hub.train import schedules, trainer
+from expert_hub.train import experts as experts_train
+
+
+def test_short_fit_beats_chance(data_dir):
+  task = sources.world_task("colours_novel", data_dir)
+  x, y = task.arrays("train800")
+  xt, yt = task.arrays("test")
+  model = resnet_v2.build_classifier(resnet_v2.build_backbone(resnet_v2.MODEL_SIZES["tiny"]), task.num_classes)
+  model.compile(optimizer=keras.optimizers.SGD(schedules.WarmupSchedule(0.05, 100, 10), momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+  model.fit(x.astype("float32") / 255, y, batch_size=64, epochs=8, verbose=0)
+  _, acc = model.evaluate(xt.astype("float32") / 255, yt, verbose=0)
+  chance = 1.0 / task.num_classes
+  assert acc > chance + 0.3, (acc, chance)
+
+
+def test_schedule_warmup_and_step_decay():
+  s = schedules.WarmupSchedule(1.0, 100, warmup_steps=10, schedule="step", decay_steps=(50, 80))
+  assert float(s(0)) == pytest.approx(0.1) and float(s(20)) == pytest.approx(1.0)
+  assert float(s(60)) == pytest.approx(0.1) and float(s(90)) == pytest.approx(0.01)
+  c = schedules.WarmupSchedule(1.0, 100, warmup_steps=0)
+  assert float(c(0)) == pytest.approx(1.0) and float(c(100)) == pytest.approx(0.0, abs=1e-6)
+
+
+RESUME_SCRIPT = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from expert_hub import configs
+from expert_hub.train import upstream
+cfg = configs.replace(configs.get_config("smoke"), **{"generalist.steps": 60, "generalist.checkpoint_every": 10,
+                                                     "generalist.log_every": 10})
+upstream.train_generalist(cfg, sys.argv[1], sys.argv[2])
+"""
+
+
+def test_resume_after_kill(tmp_path, data_dir):
+  workdir = str(tmp_path / "wd")
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  cmd = [sys.executable, "-c", RESUME_SCRIPT, data_dir, workdir]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = os.path.join(workdir, "generalist", "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(ckpt_dir) and any(f.startswith("ckpt-") and f.endswith(".index") for f in os.listdir(ckpt_dir)):
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, "training finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(workdir, "generalist", "model.json"))
+  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "resumed from" in done.stderr
+  with open(os.path.join(workdir, "generalist", "train_result.json")) as f:
+    result = json.load(f)
+  assert 10 <= result["start_step"] < 60 and result["start_step"] % 10 == 0
+  assert result["steps"] == 60
+
+
+def test_experts_train_once_and_skip_when_done(trained_workdir, smoke_cfg, data_dir, caplog):
+  plan = json.load(open(os.path.join(trained_workdir, "experts.json")))
+  names = [e["name"] for e in plan["experts"]]
+  assert len(names) == 2
+  for kind in ("full", "adapter"):
+    for n in names:
+      assert os.path.exists(os.path.join(trained_workdir, "experts", kind, n, "weights.npz"))
+  before = os.path.getmtime(os.path.join(trained_workdir, "experts", "full", names[0], "weights.npz"))
+  caplog.set_level("INFO")
+  experts_train.train_experts(smoke_cfg, data_dir, trained_workdir)
+  assert "already trained; skipping" in caplog.text
+  assert os.path.getmtime(os.path.join(trained_workdir, "experts", "full", names[0], "weights.npz")) == before
+  with pytest.raises(ValueError, match="Unknown expert"):
+    experts_train.train_experts(smoke_cfg, data_dir, trained_workdir, names=["shapez"])
+
+
+def test_adapter_expert_leaves_the_trunk_frozen(trained_workdir):
+  from expert_hub.models import weights
+  plan = json.load(open(os.path.join(trained_workdir, "experts.json")))
+  name = plan["experts"][0]["name"]
+  g = weights.load_weights(os.path.join(trained_workdir, "generalist", "weights.npz"))
+  a = weights.load_weights(os.path.join(trained_workdir, "experts", "adapter", name, "weights.npz"))
+  f = weights.load_weights(os.path.join(trained_workdir, "experts", "full", name, "weights.npz"))
+  trunk = [k for k in g if not k.startswith("head/")]
+  assert all(np.array_equal(g[k], a[k]) for k in trunk)
+  assert any(not np.array_equal(g[k], f[k]) for k in trunk)
+  assert any(not np.allclose(a[k], 0) for k in a if k.startswith("adapter_") and "_up/" in k)
+  assert experts_data.label_mask([1], 3).tolist() == [0, 1, 0]
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))
