@@ -33,5 +33,5 @@ def setup_logging():
   """Library progress lines (python logging) go to stderr through absl at INFO."""
   logging.set_verbosity(logging.INFO)
   std_logging.getLogger("expert_hub").setLevel(std_logging.INFO)
-  # TFDS logs every dataset it opens at INFO; keep its warnings only.
-  std_logging.getLogger("absl").setLevel(std_logging.INFO)
+  # TFDS logs every dataset it opens through absl at INFO; keep its warnings only.
+  std_logging.getLogger("absl").setLevel(std_logging.WARNING)

@@ -108,3 +108,29 @@ def test_adapter_expert_leaves_the_trunk_frozen(trained_workdir):
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))
+
+
+MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from expert_hub import configs
+from expert_hub.train import strategies, upstream
+strategy = strategies.make_strategy("mirrored")
+cfg = configs.replace(configs.get_config("smoke"), **{"generalist.steps": 6, "generalist.checkpoint_every": 3,
+                                                     "generalist.batch_size": 16})
+info = upstream.train_generalist(cfg, sys.argv[1], sys.argv[2], strategy)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "steps": info["train"]["steps"]}))
+"""
+
+
+def test_mirrored_strategy_over_two_cpu_devices(tmp_path, data_dir):
+  from conftest import run_python
+  proc = run_python(["-c", MIRRORED_SCRIPT, data_dir, str(tmp_path / "wd")])
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out == {"replicas": 2, "steps": 6}
+  assert os.path.exists(tmp_path / "wd" / "generalist" / "weights.npz")
+  with pytest.raises(ValueError, match="Unknown strategy 'horovod'"):
+    from expert_hub.train import strategies
+    strategies.make_strategy("horovod")

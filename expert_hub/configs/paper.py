@@ -6,8 +6,8 @@ Command (ImageNet-21k prepared in $DATA_DIR as TFDS `imagenet21k`, WordNet hiera
 Cost: BiT-M's upstream run is ~90 epochs of 13 M images (order 10^20 FLOPs: weeks on a TPUv3-32); each expert
 is a few epochs of its subtree (hours to a day on 8 accelerators); selection embeds 1,000 images per expert
 (~1.5 min per expert at 224 px on this 2-core CPU, seconds on a GPU); each VTAB fine-tune is BiT-HyperRule's
-500 steps at batch 512. To start from BiT-M instead of training the generalist, import its weights (issue:
-import_bit) and skip the generalist stage.
+500 steps at batch 512. Tasks are prepared TFDS datasets (`tfds:<name>`, VTAB splits mapped as in
+expert_hub/tasks/sources.py).
 """
 
 from expert_hub.configs import base
@@ -34,6 +34,6 @@ def get_config():
           adapter_arch=adapters.AdapterConfig(reduction=4, placement="stage_input")),
       selection=base.SelectionConfig(proxy="knn", k=1, backend="auto", split="train800val200", batch_size=64),
       finetune=base.FinetuneConfig(batch_size=512, base_lr=0.003),
-      tasks=("vtab/cifar100", "vtab/dtd", "vtab/oxford_flowers102"),
+      tasks=("tfds:cifar100", "tfds:dtd", "tfds:oxford_flowers102"),
       oracle=False,
   )

@@ -5,9 +5,13 @@ hub.KerasLayer is tf-keras only; this is its Keras 3 counterpart. The layer wrap
 module's `__call__` and adds its `regularization_losses`.
 """
 
+import os
+
 import keras
 import tensorflow as tf
 
+from expert_hub import io_utils
+from expert_hub.hub import export
 from expert_hub.hub import registry as registry_lib
 
 
@@ -35,6 +39,8 @@ class ExpertLayer(keras.layers.Layer):
       wrapped = keras.Variable(initializer=v, trainable=id(v) in trainable_ids, dtype=v.dtype, shape=v.shape,
                                name=v.name.split(":")[0].replace("/", "_"))
       self._track_variable(wrapped)
+    meta = os.path.join(self.module_path, export.METADATA_FILE)
+    self._feature_dim = io_utils.read_json(meta).get("feature_dim") if os.path.exists(meta) else None
     self.built = True
 
   def call(self, images, training=False):
@@ -45,7 +51,9 @@ class ExpertLayer(keras.layers.Layer):
     return features
 
   def compute_output_shape(self, input_shape):
-    return (input_shape[0], int(self._module.variables[-1].shape[-1]))
+    if self._feature_dim is None:  # Not an expert_hub module: ask the module itself.
+      self._feature_dim = int(self._module(tf.zeros([1, 32, 32, 3]), training=False).shape[-1])
+    return (input_shape[0], self._feature_dim)
 
   def get_config(self):
     config = super().get_config()

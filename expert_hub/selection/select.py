@@ -13,6 +13,7 @@ from expert_hub import io_utils
 from expert_hub.hub import registry as registry_lib
 from expert_hub.selection import embed as embed_lib
 from expert_hub.selection import knn
+from expert_hub.train import trainer
 
 log = logging.getLogger(__name__)
 PROXIES = ("knn",)
@@ -40,6 +41,7 @@ def score_experts(task, experts, cfg, image_size, export_dirs=None):
   paths = {e: registry.resolve(e) for e in experts}  # Fail on an unknown name before any work.
   images, labels = embed_lib.prepare_images(task, cfg.split, image_size)
   ranking, backend = [], None
+  start = time.time()
   for i, (expert, path) in enumerate(paths.items()):
     t0 = time.time()
     features, embed_seconds = embed_lib.timed_embed(path, images, cfg.batch_size)
@@ -48,8 +50,9 @@ def score_experts(task, experts, cfg, image_size, export_dirs=None):
     knn_seconds = time.time() - t1
     ranking.append({"expert": expert, "score": round(score, 4), "embed_seconds": round(embed_seconds, 3),
                     "knn_seconds": round(knn_seconds, 3)})
-    log.info("[select %s] %d/%d %s: kNN=%.4f (%.0f img/s)", task.name, i + 1, len(paths), expert, score,
-             len(images) / max(time.time() - t0, 1e-9))
+    eta = (time.time() - start) / (i + 1) * (len(paths) - i - 1)
+    log.info("[select %s] %d/%d %s: kNN=%.4f (%.0f img/s) ETA %s", task.name, i + 1, len(paths), expert, score,
+             len(images) / max(time.time() - t0, 1e-9), trainer.format_seconds(eta))
   ranking.sort(key=lambda r: (-r["score"], r["expert"]))
   return ranking, len(labels), backend
 

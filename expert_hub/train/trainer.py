@@ -96,7 +96,8 @@ def fit(model, make_dataset, cfg, workdir, name="train", strategy=None, callback
   """
   optimizer = model.optimizer
   if not optimizer.built:
-    optimizer.build(model.trainable_variables)
+    with (strategy or tf.distribute.get_strategy()).scope():  # slots must be mirrored like the weights
+      optimizer.build(model.trainable_variables)
   checkpoint = tf.train.Checkpoint(model=_raw(model.variables), optimizer=_raw(optimizer.variables))
   chief = strategies.is_chief(strategy)
   ckpt_dir = os.path.join(workdir, "checkpoints") if chief else tempfile.mkdtemp(prefix="worker_ckpt_")
@@ -111,7 +112,7 @@ def fit(model, make_dataset, cfg, workdir, name="train", strategy=None, callback
                             os.path.join(workdir, "tensorboard") if chief else None)
   t0 = time.time()
   if remaining > 0:
-    model.fit(make_dataset(start), epochs=1, steps_per_epoch=remaining, verbose=0,
+    model.fit(make_dataset(start), epochs=1, steps_per_epoch=remaining, verbose=0, shuffle=False,
               callbacks=[CheckpointEvery(manager, start, cfg.checkpoint_every), progress, *callbacks])
     if cfg.steps % cfg.checkpoint_every:
       manager.save(checkpoint_number=cfg.steps)

@@ -107,7 +107,7 @@ class Finetuner:
     t0 = time.time()
     path = registry_lib.resolve(handle, self.export_dirs)
     model = self._model_for(path)
-    history = model.fit(self.train_ds, epochs=1, steps_per_epoch=self.schedule.steps, verbose=0)
+    history = model.fit(self.train_ds, epochs=1, steps_per_epoch=self.schedule.steps, verbose=0, shuffle=False)
     _, accuracy = model.evaluate(self.test_ds, verbose=0)
     result = {"task": self.task.name, "expert": handle, "test_accuracy": round(float(accuracy), 4),
               "steps": self.schedule.steps, "seconds": round(time.time() - t0, 2),

@@ -460,16 +460,21 @@ STROKES_NOVEL = {
 _STRUCTURED_SHAPES = [s for g in SHAPES.values() for s in g.values()]
 
 
+def _object_in_cell(rng, canvas, cell, spacing, jitter, scale):
+  """Paints one random structured shape near the centre of `cell` (row-major 3x3 grid)."""
+  cx = (cell % 3 - 1) * spacing + rng.uniform(-jitter, jitter)
+  cy = (cell // 3 - 1) * spacing + rng.uniform(-jitter, jitter)
+  f = r.Frame(canvas.shape[0], cx, cy, rng.uniform(*scale), rng.uniform(0, TAU))
+  sdf = _STRUCTURED_SHAPES[rng.integers(len(_STRUCTURED_SHAPES))]
+  r.paint(canvas, f.alpha(sdf(f.u, f.v)), r.random_colour(rng))
+
+
 def _count_renderer(count):
   """`count` small objects of random shapes and colours on non-overlapping cells of a 3x3 grid."""
   def render(rng, size):
     canvas = r.background(rng, size)
-    cells = rng.choice(9, count, replace=False)
-    for cell in cells:
-      cx, cy = (cell % 3 - 1) * 0.62 + rng.uniform(-0.08, 0.08), (cell // 3 - 1) * 0.62 + rng.uniform(-0.08, 0.08)
-      f = r.Frame(size, cx, cy, rng.uniform(0.16, 0.24), rng.uniform(0, TAU))
-      sdf = _STRUCTURED_SHAPES[rng.integers(len(_STRUCTURED_SHAPES))]
-      r.paint(canvas, f.alpha(sdf(f.u, f.v)), r.random_colour(rng))
+    for cell in rng.choice(9, count, replace=False):
+      _object_in_cell(rng, canvas, cell, spacing=0.62, jitter=0.08, scale=(0.16, 0.24))
     return r.finish(rng, canvas)
   return render
 
@@ -479,10 +484,7 @@ def _position_renderer(cell):
   def render(rng, size):
     canvas = r.background(rng, size)
     r.add_clutter(rng, canvas, int(rng.integers(0, 3)))
-    cx, cy = (cell % 3 - 1) * 0.66 + rng.uniform(-0.12, 0.12), (cell // 3 - 1) * 0.66 + rng.uniform(-0.12, 0.12)
-    f = r.Frame(size, cx, cy, rng.uniform(0.18, 0.3), rng.uniform(0, TAU))
-    sdf = _STRUCTURED_SHAPES[rng.integers(len(_STRUCTURED_SHAPES))]
-    r.paint(canvas, f.alpha(sdf(f.u, f.v)), r.random_colour(rng))
+    _object_in_cell(rng, canvas, cell, spacing=0.66, jitter=0.12, scale=(0.18, 0.3))
     return r.finish(rng, canvas)
   return render
 
