@@ -1,0 +1,1 @@
+"""The six visual domains of the world, and the structured tasks, one module each."""
