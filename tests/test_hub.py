@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 import expert_hub
-from expert_hub.hub import export, registry
+from expert_hub.hub import export, loading, registry
 from expert_hub.models import resnet_v2
 from expert_hub.train import upstream
 
@@ -106,6 +106,45 @@ def test_expert_layer_fine_tunes_module_variables(export_dir):
   assert changed == len(module_vars)
   frozen = expert_hub.ExpertLayer(path, trainable=False)
   assert not frozen.trainable_weights and frozen.non_trainable_weights
+
+
+
+def _save_write_file_module(path, target):
+  obj = tf.train.Checkpoint()
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+  def call(images):
+    tf.io.write_file(target, "written by a module")
+    return tf.reduce_mean(images, axis=[1, 2])
+
+  obj.__call__ = call
+  obj.variables, obj.trainable_variables, obj.regularization_losses = [], [], []
+  tf.saved_model.save(obj, path)
+
+
+def test_untrusted_module_with_write_file_is_refused(tmp_path, export_dir):
+  path, target = str(tmp_path / "evil"), str(tmp_path / "pwned.txt")
+  _save_write_file_module(path, target)
+  with pytest.raises(loading.UnsafeModuleError, match="WriteFile"):
+    loading.load_module(path, [export_dir])
+  with pytest.raises(loading.UnsafeModuleError, match="allow_unsafe_ops"):
+    expert_hub.ExpertLayer(path, export_dirs=[export_dir])
+  assert not os.path.exists(target)
+  module, _ = loading.load_module(path, [export_dir], allow_unsafe_ops=True)
+  module(tf.zeros([1, 8, 8, 3]))
+  assert os.path.exists(target)
+
+
+def test_our_modules_pass_the_allowlist_anywhere(export_dir, tmp_path):
+  import shutil
+  copy = str(tmp_path / "copied_generalist")
+  shutil.copytree(_module_paths(export_dir)["generalist"], copy)
+  assert loading.disallowed_ops(copy) == {}
+  module, path = loading.load_module(copy)
+  assert path == copy and module(tf.zeros([1, 32, 32, 3])).shape[0] == 1
+  os.remove(os.path.join(copy, "variables", "variables.index"))
+  with pytest.raises(ValueError, match="missing file 'variables/variables.index'"):
+    loading.load_module(copy)
 
 
 if __name__ == "__main__":

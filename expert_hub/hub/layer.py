@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from expert_hub import io_utils
 from expert_hub.hub import export
-from expert_hub.hub import registry as registry_lib
+from expert_hub.hub import loading
 
 
 @keras.saving.register_keras_serializable(package="expert_hub")
@@ -22,15 +22,16 @@ class ExpertLayer(keras.layers.Layer):
   Args:
     handle: expert name ("shapes", "world32/shapes/1"), module path or URL.
     trainable: fine-tune the module's trainable variables.
-    export_dirs: where names are looked up (default: $EXPERT_HUB_EXPORT_DIRS).
+    export_dirs: where names are looked up (default: $EXPERT_HUB_EXPORT_DIRS); modules inside are trusted.
+    allow_unsafe_ops: load a module from elsewhere even if its graph has ops outside the allowlist.
   """
 
-  def __init__(self, handle, trainable=False, export_dirs=None, **kwargs):
+  def __init__(self, handle, trainable=False, export_dirs=None, allow_unsafe_ops=False, **kwargs):
     super().__init__(trainable=trainable, **kwargs)
     self.handle = handle
     self.export_dirs = list(export_dirs) if export_dirs else None
-    self.module_path = registry_lib.resolve(handle, self.export_dirs)
-    self._module = tf.saved_model.load(self.module_path)
+    self.allow_unsafe_ops = allow_unsafe_ops
+    self._module, self.module_path = loading.load_module(handle, self.export_dirs, allow_unsafe_ops)
     for attr in ("variables", "trainable_variables", "regularization_losses"):
       if not hasattr(self._module, attr):
         raise ValueError(f"Module {self.module_path!r} lacks `{attr}`; expected a TF2 Reusable SavedModel.")
@@ -57,5 +58,6 @@ class ExpertLayer(keras.layers.Layer):
 
   def get_config(self):
     config = super().get_config()
-    config.update({"handle": self.handle, "export_dirs": self.export_dirs})
+    config.update({"handle": self.handle, "export_dirs": self.export_dirs,
+                   "allow_unsafe_ops": self.allow_unsafe_ops})
     return config

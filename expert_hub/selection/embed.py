@@ -6,10 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from expert_hub.data import preprocessing
-
-
-def load_module(path):
-  return tf.saved_model.load(path)
+from expert_hub.hub import loading
 
 
 def prepare_images(task, split, image_size):
@@ -33,8 +30,9 @@ def embed(module, images, batch_size=256):
   return np.concatenate(out)
 
 
-def timed_embed(path, images, batch_size=256):
-  """(features, seconds including the module load)."""
+def timed_embed(handle, images, batch_size=256, export_dirs=None):
+  """(features, seconds including the verified module load)."""
   t0 = time.time()
-  features = embed(load_module(path), images, batch_size)
+  module, _ = loading.load_module(handle, export_dirs)
+  features = embed(module, images, batch_size)
   return features, time.time() - t0

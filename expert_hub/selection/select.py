@@ -44,7 +44,7 @@ def score_experts(task, experts, cfg, image_size, export_dirs=None):
   start = time.time()
   for i, (expert, path) in enumerate(paths.items()):
     t0 = time.time()
-    features, embed_seconds = embed_lib.timed_embed(path, images, cfg.batch_size)
+    features, embed_seconds = embed_lib.timed_embed(path, images, cfg.batch_size, export_dirs)
     t1 = time.time()
     score, backend = knn.leave_one_out_accuracy(features, labels, cfg.k, cfg.backend)
     knn_seconds = time.time() - t1

@@ -17,6 +17,7 @@ from expert_hub import io_utils
 from expert_hub.data import preprocessing
 from expert_hub.hub import export
 from expert_hub.hub import layer as layer_lib
+from expert_hub.hub import loading
 from expert_hub.hub import registry as registry_lib
 from expert_hub.models import adapters as adapters_lib
 from expert_hub.models import resnet_v2
@@ -76,10 +77,11 @@ class Finetuner:
     """A compiled classifier whose backbone holds the module's weights and whose head is zero."""
     metadata = export.read_metadata(path) if os.path.exists(os.path.join(path, export.METADATA_FILE)) else {}
     if "model" not in metadata:
-      layer = layer_lib.ExpertLayer(path, trainable=True)
+      layer = layer_lib.ExpertLayer(path, trainable=True, export_dirs=self.export_dirs)
       images = keras.Input((None, None, 3))
       logits = keras.layers.Dense(self.task.num_classes, kernel_initializer="zeros", name="head")(layer(images))
       return self._compile(keras.Model(images, logits))
+    module, _ = loading.load_module(path, self.export_dirs)  # verifies the sha256 manifest
     key = (repr(metadata["model"]), repr(metadata.get("adapter")))
     if key not in self._templates:
       model_cfg = resnet_v2.ModelConfig.from_dict(metadata["model"])
@@ -87,7 +89,6 @@ class Finetuner:
       backbone = resnet_v2.build_backbone(model_cfg, adapter=adapter, name="finetune_backbone")
       self._templates[key] = self._compile(resnet_v2.build_classifier(backbone, self.task.num_classes))
     model = self._templates[key]
-    module = tf.saved_model.load(path)
     targets = resnet_v2.get_backbone(model).variables
     if len(targets) != len(module.variables):
       raise ValueError(f"Module {path!r} has {len(module.variables)} variables; its architecture in "
