@@ -147,6 +147,35 @@ def test_our_modules_pass_the_allowlist_anywhere(export_dir, tmp_path):
     loading.load_module(copy)
 
 
+
+def test_logits_endpoint_matches_the_classifier(export_dir, trained_workdir):
+  plan = json.load(open(os.path.join(trained_workdir, "experts.json")))
+  node = plan["experts"][0]
+  folder = os.path.join(trained_workdir, "experts", "full", node["name"])
+  classifier = upstream.model_from_info(upstream.read_model_info(folder), folder)
+  module = hub.load(_module_paths(export_dir)[node["name"]])
+  meta = export.read_metadata(_module_paths(export_dir)[node["name"]])
+  x = np.random.RandomState(0).rand(3, 32, 32, 3).astype("float32")
+  expected = classifier(x).numpy()[:, node["labels"]]
+  np.testing.assert_allclose(module.logits(x).numpy(), expected, atol=FEATURE_ATOL)
+  assert meta["labels"] == node["labels"] and len(meta["label_names"]) == len(node["labels"])
+  assert "logits" in meta["endpoints"] and "logits" in module.signatures
+  generalist = export.read_metadata(_module_paths(export_dir)["generalist"])
+  assert generalist["label_names"][0] == "disk" and len(generalist["label_names"]) == 80
+
+
+def test_tfsm_layer_fine_tunes_through_the_named_endpoints(export_dir):
+  path = _module_paths(export_dir)["generalist"]
+  layer = keras.layers.TFSMLayer(path, call_endpoint="serve", call_training_endpoint="call_training",
+                                 trainable=True)
+  images = keras.Input((32, 32, 3))
+  model = keras.Model(images, keras.layers.Dense(3)(layer(images)))
+  model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+  before = [w.numpy().copy() for w in layer.trainable_weights]
+  model.fit(np.random.rand(8, 32, 32, 3).astype("float32"), np.arange(8) % 3, epochs=1, verbose=0)
+  assert before and all(not np.array_equal(b, w.numpy()) for b, w in zip(before, layer.trainable_weights))
+
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))

@@ -48,11 +48,12 @@ class Hierarchy:
       for p in parents:
         if p not in self._parents:
           raise HierarchyError(f"Node {node_name!r} names unknown parent {p!r}.")
-    seen = {}
+    self._node_of_label = {}
     for node_name, label in self._label.items():
-      if label in seen:
-        raise HierarchyError(f"Label {label} is carried by both {seen[label]!r} and {node_name!r}.")
-      seen[label] = node_name
+      if label in self._node_of_label:
+        raise HierarchyError(f"Label {label} is carried by both {self._node_of_label[label]!r} and "
+                             f"{node_name!r}.")
+      self._node_of_label[label] = node_name
     self._children = {n: [] for n in self._parents}
     for node_name, parents in self._parents.items():
       for p in parents:
@@ -119,10 +120,10 @@ class Hierarchy:
     return self._label.get(node)
 
   def label_name(self, label):
-    for name, lab in self._label.items():
-      if lab == label:
-        return name
-    raise KeyError(f"No node carries label {label}; labels run 0..{self.num_labels - 1}.")
+    """The node carrying `label`."""
+    if label not in self._node_of_label:
+      raise KeyError(f"No node carries label {label}; labels run 0..{self.num_labels - 1}.")
+    return self._node_of_label[label]
 
   def descendants(self, node):
     """The node and everything below it."""

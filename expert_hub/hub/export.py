@@ -7,6 +7,8 @@ architecture and a sha256 of every other file). The module:
     module = hub.load(path)            # or tf.saved_model.load
     features = module(images, training=False)     # images float32 [B, H, W, 3] in [0, 1], any H, W
     module.variables, module.trainable_variables, module.regularization_losses
+    module.logits(images)              # [B, num_labels] upstream logits, when exported with a head
+    module.serve(images), module.call_training(images)   # single-argument endpoints for keras.layers.TFSMLayer
 
 The container is a tf.train.Checkpoint holding only raw tf.Variables (not the Keras model, which would
 double the files; stack.md 4.2), with `__call__` traced for both values of `training` so that
@@ -50,6 +52,20 @@ def _make_call(backbone):
   return tf.function(call)
 
 
+def _make_fixed(call, training):
+  def fixed(images):
+    return call(images, training=training)
+  return tf.function(fixed)
+
+
+def _make_logits(backbone, head, label_ids):
+  ids = tf.constant(label_ids, tf.int32)
+
+  def logits(images):
+    return tf.gather(head(backbone(images, training=False)), ids, axis=-1)
+  return tf.function(logits)
+
+
 def _raw(variables):
   return [getattr(v, "value", v) for v in variables]
 
@@ -65,7 +81,7 @@ def _file_hashes(root):
   return dict(sorted(hashes.items()))
 
 
-def export_module(backbone, export_dir, upstream, name, version, metadata):
+def export_module(backbone, export_dir, upstream, name, version, metadata, head=None):
   """Exports a Keras backbone (images -> features) as a hub module; returns the module path.
 
   Args:
@@ -74,7 +90,9 @@ def export_module(backbone, export_dir, upstream, name, version, metadata):
     upstream: upstream dataset name (path component).
     name: expert name (path component).
     version: positive integer.
-    metadata: dict merged into expert.json; must include "kind" (generalist | full | adapter).
+    metadata: dict merged into expert.json; must include "kind" (generalist | full | adapter); with a head,
+      "labels" (upstream label ids the logits endpoint returns, in order) and optionally "label_names".
+    head: optional Dense layer on the features; adds the `logits` endpoint over metadata["labels"].
 
   Raises:
     FileExistsError: the version already exists (nothing is overwritten).
@@ -99,7 +117,16 @@ def export_module(backbone, export_dir, upstream, name, version, metadata):
     obj.variables = _raw(backbone.variables)
     obj.trainable_variables = _raw(backbone.trainable_variables)
     obj.regularization_losses = []
-    tf.saved_model.save(obj, tmp, signatures={"serving_default": serving})
+    obj.serve = _make_fixed(call, False)
+    obj.call_training = _make_fixed(call, True)
+    obj.serve.get_concrete_function(spec)
+    obj.call_training.get_concrete_function(spec)
+    signatures = {"serving_default": serving}
+    if head is not None:
+      obj.logits = _make_logits(backbone, head, list(metadata["labels"]))
+      signatures["logits"] = obj.logits.get_concrete_function(spec)
+      obj.head_variables = _raw(head.variables)
+    tf.saved_model.save(obj, tmp, signatures=signatures)
     feature_dim = int(backbone.output_shape[-1])
     info = dict(metadata)
     info.update({
@@ -107,6 +134,7 @@ def export_module(backbone, export_dir, upstream, name, version, metadata):
         "num_params": int(sum(int(tf.size(v)) for v in obj.variables)),
         "num_trainable_params": int(sum(int(tf.size(v)) for v in obj.trainable_variables)),
         "format": "tf2-reusable-savedmodel", "input": "float32 [batch, height, width, 3] in [0, 1]",
+        "endpoints": ["__call__", "serve", "call_training"] + (["logits"] if head is not None else []),
         "sha256": _file_hashes(tmp),
     })
     io_utils.atomic_write_json(os.path.join(tmp, METADATA_FILE), info)

@@ -5,6 +5,7 @@ import logging
 import os
 
 from expert_hub.hub import export
+from expert_hub.models import resnet_v2
 from expert_hub.train import upstream
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,13 @@ def export_trained(workdir, export_dir, version=1, names=None, skip_existing=Tru
       log.info("Module %s already exported at %s; keeping it.", name, path)
       out[name] = path
       continue
-    backbone = upstream.model_from_info(info, folder, with_head=False)
+    classifier = upstream.model_from_info(info, folder)
     metadata = {"kind": info["kind"], "node": info.get("node"), "labels": info["labels"],
+                "label_names": info.get("label_names"),
                 "image_size": info["image_size"], "model": info["model"], "adapter": info.get("adapter"),
                 "num_images": info.get("num_images"), "train": info.get("train")}
-    out[name] = export.export_module(backbone, export_dir, info["upstream"], name, version, metadata)
+    out[name] = export.export_module(resnet_v2.get_backbone(classifier), export_dir, info["upstream"], name,
+                                     version, metadata, head=classifier.get_layer("head"))
     log.info("Exported %s -> %s", name, out[name])
   if names:
     missing = sorted(set(names) - set(out))

@@ -79,6 +79,7 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
                        f"(nearest: {near}).")
     nodes = [known[n] for n in names]
   builder = upstream_lib.get_builder(cfg.upstream.tfds_name, data_dir)
+  hierarchy = upstream_lib.load_hierarchy(cfg.upstream, builder)
   num_labels = generalist_info["num_labels"]
   strategy = strategy or tf.distribute.get_strategy()
   results = {}
@@ -113,7 +114,8 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
       info = dict(generalist_info, kind=kind, node=node.node, name=node.expert_name,
                   adapter=(None if adapter_cfg is None else
                            {"reduction": adapter_cfg.reduction, "placement": adapter_cfg.placement}),
-                  labels=list(node.labels), num_images=node.num_images, train=result)
+                  labels=list(node.labels), label_names=[hierarchy.label_name(i) for i in node.labels],
+                  num_images=node.num_images, train=result)
       upstream.write_model_info(out, info)
       results[kind][node.expert_name] = info
   return results

@@ -109,7 +109,9 @@ def train_generalist(cfg, data_dir, workdir, strategy=None):
   weights_lib.save_weights(model, os.path.join(out, WEIGHTS_FILE))
   info = {"kind": "generalist", "node": hierarchy.roots[0] if len(hierarchy.roots) == 1 else None,
           "model": cfg.model.to_dict(), "adapter": None, "num_labels": hierarchy.num_labels,
-          "labels": list(range(hierarchy.num_labels)), "upstream": cfg.upstream.name,
+          "labels": list(range(hierarchy.num_labels)),
+          "label_names": [hierarchy.label_name(i) for i in range(hierarchy.num_labels)],
+          "upstream": cfg.upstream.name,
           "image_size": cfg.upstream.image_size, "train": result}
   write_model_info(out, info)
   return info
