@@ -176,6 +176,67 @@ def test_tfsm_layer_fine_tunes_through_the_named_endpoints(export_dir):
   assert before and all(not np.array_equal(b, w.numpy()) for b, w in zip(before, layer.trainable_weights))
 
 
+
+def test_hub_load_gradient_tape_step(export_dir):
+  module = hub.load(_module_paths(export_dir)["generalist"])
+  x = tf.constant(np.random.rand(4, 32, 32, 3).astype("float32"))
+  before = [v.numpy().copy() for v in module.trainable_variables]
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.square(module(x, training=True)))
+  grads = tape.gradient(loss, module.trainable_variables)
+  assert all(g is not None for g in grads)
+  for v, g in zip(module.trainable_variables, grads):
+    v.assign_sub(0.1 * g)
+  assert sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, module.trainable_variables)) == len(before)
+
+
+TF_KERAS_SCRIPT = """
+import json, sys
+import numpy as np, tensorflow as tf, tensorflow_hub as hub, tf_keras
+path, trainable = sys.argv[1], sys.argv[2] == "1"
+layer = hub.KerasLayer(path, trainable=trainable)
+model = tf_keras.Sequential([tf_keras.Input((32, 32, 3)), layer, tf_keras.layers.Dense(3)])
+model.compile(tf_keras.optimizers.SGD(0.05), tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+before = [v.numpy().copy() for v in layer.variables]
+model.fit(np.random.rand(8, 32, 32, 3).astype("float32"), np.arange(8) % 3, epochs=1, verbose=0)
+changed = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, layer.variables))
+print(json.dumps({"changed": changed, "total": len(before), "trainable": len(layer.trainable_variables)}))
+"""
+
+
+@pytest.mark.parametrize("trainable", [True, False])
+def test_hub_keras_layer_in_tf_keras(export_dir, trainable):
+  from conftest import run_python
+  path = _module_paths(export_dir)["generalist"]
+  proc = run_python(["-c", TF_KERAS_SCRIPT, path, "1" if trainable else "0"], env={"TF_USE_LEGACY_KERAS": "1"})
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  if trainable:
+    assert out["changed"] == out["total"] == out["trainable"] > 0
+  else:
+    assert out["changed"] == 0 and out["trainable"] == 0
+
+
+def test_expert_layer_adapters_only_and_keras_file_round_trip(export_dir, tmp_path):
+  name = [n for n in _module_paths(export_dir) if n.endswith("_adapter")][0]
+  layer = expert_hub.ExpertLayer(name, trainable=True, train_adapters_only=True, export_dirs=[export_dir])
+  assert layer.trainable_weights and all("adapter_" in w.name for w in layer.trainable_weights)
+  images = keras.Input((32, 32, 3))
+  model = keras.Model(images, keras.layers.Dense(3, name="head")(layer(images)))
+  model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+  frozen_before = [w.numpy().copy() for w in layer.non_trainable_weights]
+  tuned_before = [w.numpy().copy() for w in layer.trainable_weights]
+  x = np.random.rand(8, 32, 32, 3).astype("float32")
+  model.fit(x, np.arange(8) % 3, epochs=1, verbose=0)
+  assert all(np.array_equal(b, w.numpy()) for b, w in zip(frozen_before, layer.non_trainable_weights))
+  assert any(not np.array_equal(b, w.numpy()) for b, w in zip(tuned_before, layer.trainable_weights))
+  file = str(tmp_path / "model.keras")
+  model.save(file)
+  reloaded = keras.models.load_model(file)
+  np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+  with pytest.raises(ValueError, match="not an adapter expert"):
+    expert_hub.ExpertLayer("generalist", trainable=True, train_adapters_only=True, export_dirs=[export_dir])
+
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))

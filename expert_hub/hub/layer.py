@@ -13,6 +13,7 @@ import tensorflow as tf
 from expert_hub import io_utils
 from expert_hub.hub import export
 from expert_hub.hub import loading
+from expert_hub.models import adapters as adapters_lib
 
 
 @keras.saving.register_keras_serializable(package="expert_hub")
@@ -24,18 +25,28 @@ class ExpertLayer(keras.layers.Layer):
     trainable: fine-tune the module's trainable variables.
     export_dirs: where names are looked up (default: $EXPERT_HUB_EXPORT_DIRS); modules inside are trusted.
     allow_unsafe_ops: load a module from elsewhere even if its graph has ops outside the allowlist.
+    train_adapters_only: with trainable=True, train only the adapters of an adapter expert (variables named
+      "adapter_*"); the trunk stays frozen, as when the expert was trained.
   """
 
-  def __init__(self, handle, trainable=False, export_dirs=None, allow_unsafe_ops=False, **kwargs):
+  def __init__(self, handle, trainable=False, export_dirs=None, allow_unsafe_ops=False,
+               train_adapters_only=False, **kwargs):
     super().__init__(trainable=trainable, **kwargs)
     self.handle = handle
     self.export_dirs = list(export_dirs) if export_dirs else None
     self.allow_unsafe_ops = allow_unsafe_ops
+    self.train_adapters_only = train_adapters_only
     self._module, self.module_path = loading.load_module(handle, self.export_dirs, allow_unsafe_ops)
     for attr in ("variables", "trainable_variables", "regularization_losses"):
       if not hasattr(self._module, attr):
         raise ValueError(f"Module {self.module_path!r} lacks `{attr}`; expected a TF2 Reusable SavedModel.")
     trainable_ids = {id(v) for v in self._module.trainable_variables}
+    if train_adapters_only:
+      trainable_ids = {i for i, v in ((id(v), v) for v in self._module.trainable_variables)
+                       if adapters_lib.is_adapter_layer(v.name)}
+      if not trainable_ids:
+        raise ValueError(f"train_adapters_only=True but module {self.module_path!r} has no adapter variables "
+                         "(names 'adapter_*'); it is not an adapter expert.")
     for v in self._module.variables:
       wrapped = keras.Variable(initializer=v, trainable=id(v) in trainable_ids, dtype=v.dtype, shape=v.shape,
                                name=v.name.split(":")[0].replace("/", "_"))
@@ -59,5 +70,5 @@ class ExpertLayer(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update({"handle": self.handle, "export_dirs": self.export_dirs,
-                   "allow_unsafe_ops": self.allow_unsafe_ops})
+                   "allow_unsafe_ops": self.allow_unsafe_ops, "train_adapters_only": self.train_adapters_only})
     return config
