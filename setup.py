@@ -24,6 +24,7 @@ BINARIES = {
     "expert-hub-select-expert": "binaries.select_expert:run",
     "expert-hub-finetune": "binaries.finetune:run",
     "expert-hub-run-pipeline": "binaries.run_pipeline:run",
+    "expert-hub-import-bit": "binaries.import_bit:run",
 }
 
 setuptools.setup(
