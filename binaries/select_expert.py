@@ -34,8 +34,7 @@ def main(argv):
   sel = configs.replace(sel, **overrides)
   image_size = FLAGS.image_size or cfg.upstream.image_size
   task = sources.get_task(FLAGS.task, FLAGS.data_dir, image_size)
-  experts = FLAGS.experts or [e["path"] for e in registry.list_experts([FLAGS.export_dir])
-                              if e.get("kind") != "generalist"]
+  experts = FLAGS.experts or registry.Registry([FLAGS.export_dir]).expert_handles()
   result = select.select_expert(task, experts, sel, FLAGS.workdir, image_size, export_dirs=[FLAGS.export_dir])
   for r in result["ranking"]:
     print(f"{r['score']:.4f}  {r['expert']}")

@@ -2,7 +2,8 @@ r"""Exports the generalist and every trained expert of a workdir as TF Hub-style
 
   python export/export_experts.py --workdir=/tmp/expert_hub --export_dir=/tmp/experts --version=1
 Writes <export_dir>/<upstream>/<expert>/<version>/ atomically; an existing version is an error unless
---skip_existing.
+--skip_existing. With --packed, one module holds the trunk once and every adapter expert as a named
+sub-callable; load one as "<upstream>/<pack_name>#<expert>".
 """
 
 from absl import app
@@ -17,12 +18,18 @@ flags.DEFINE_string("export_dir", None, "Root of exported modules.")
 flags.DEFINE_integer("version", 1, "Module version to write.")
 flags.DEFINE_list("experts", None, "Only these module names (default: all trained).")
 flags.DEFINE_bool("skip_existing", False, "Keep already-exported versions instead of failing.")
+flags.DEFINE_bool("packed", False, "Write one module: the generalist trunk once plus every adapter expert.")
+flags.DEFINE_string("pack_name", "adapters", "Name of the packed module (with --packed).")
 flags.mark_flags_as_required(["workdir", "export_dir"])
 
 
 def main(argv):
   del argv
   flags_common.setup_logging()
+  if FLAGS.packed:
+    path = export_trained.export_pack(FLAGS.workdir, FLAGS.export_dir, FLAGS.version, FLAGS.pack_name)
+    print(f"{FLAGS.pack_name:24s} {path}")
+    return
   paths = export_trained.export_trained(FLAGS.workdir, FLAGS.export_dir, FLAGS.version, FLAGS.experts,
                                         skip_existing=FLAGS.skip_existing)
   for name, path in paths.items():

@@ -237,6 +237,50 @@ def test_expert_layer_adapters_only_and_keras_file_round_trip(export_dir, tmp_pa
     expert_hub.ExpertLayer("generalist", trainable=True, train_adapters_only=True, export_dirs=[export_dir])
 
 
+
+def test_packed_adapter_experts(trained_workdir, export_dir, tmp_path):
+  from expert_hub.hub import export_trained
+  packs = str(tmp_path / "packs")
+  path = export_trained.export_pack(trained_workdir, packs, version=1)
+  meta = export.verify_module(path)
+  singles = _module_paths(export_dir)
+  adapters = sorted(n for n in singles if n.endswith("_adapter"))
+  assert meta["kind"] == "pack" and sorted(meta["experts"]) == adapters
+  module = hub.load(path)
+  assert sorted(n.decode() for n in module.experts.numpy()) == adapters
+  x = np.random.RandomState(1).rand(2, 32, 32, 3).astype("float32")
+  generalist = hub.load(singles["generalist"])
+  np.testing.assert_allclose(module(x).numpy(), generalist(x).numpy(), atol=FEATURE_ATOL)
+  for name in adapters:
+    single = hub.load(singles[name])
+    np.testing.assert_allclose(getattr(module, name)(x).numpy(), single(x).numpy(), atol=FEATURE_ATOL)
+  pack_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+  single_bytes = sum(os.path.getsize(os.path.join(d, f)) for n in adapters for d, _, fs in os.walk(singles[n])
+                     for f in fs)
+  assert pack_bytes < single_bytes
+  # One packed expert fine-tunes through ExpertLayer; the pack's other experts keep their adapters.
+  reg = registry.Registry([packs])
+  handle = f"mini32/adapters#{adapters[0]}"
+  assert reg.resolve(handle) == f"{path}#{adapters[0]}"
+  assert f"{path}#{adapters[1]}" in reg.expert_handles()
+  with pytest.raises(KeyError, match="holds no expert"):
+    reg.resolve("mini32/adapters#nope")
+  layer = expert_hub.ExpertLayer(handle, trainable=True, export_dirs=[packs])
+  other = getattr(layer._module.pack, adapters[1])  # pylint: disable=protected-access
+  own_ids = {id(v) for v in layer._module.variables}  # pylint: disable=protected-access
+  other_own = [v for v in other.variables if id(v) not in own_ids]
+  other_before = [v.numpy().copy() for v in other_own]
+  images = keras.Input((32, 32, 3))
+  model = keras.Model(images, keras.layers.Dense(3)(layer(images)))
+  model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+  before = [w.numpy().copy() for w in layer.trainable_weights]
+  model.fit(np.random.RandomState(2).rand(16, 32, 32, 3).astype("float32"), np.arange(16) % 3, batch_size=8,
+            epochs=1, verbose=0)
+  unchanged = [w.name for b, w in zip(before, layer.trainable_weights) if np.array_equal(b, w.numpy())]
+  assert not unchanged
+  assert other_own and all(np.array_equal(b, v.numpy()) for b, v in zip(other_before, other_own))
+
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))

@@ -25,7 +25,7 @@ import tensorflow as tf
 from expert_hub import io_utils
 
 METADATA_FILE = "expert.json"
-KINDS = ("generalist", "full", "adapter")
+KINDS = ("generalist", "full", "adapter")  # plus "pack" for export_pack
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -81,6 +81,53 @@ def _file_hashes(root):
   return dict(sorted(hashes.items()))
 
 
+def _write_module(path, save, info):
+  """Writes a module atomically: `save(tmp_dir)`, then expert.json with every file's sha256, then rename.
+
+  Raises FileExistsError (nothing written) when `path` exists.
+  """
+  if os.path.exists(path):
+    raise FileExistsError(f"Export dir already holds {path!r}; choose a new version (nothing was written).")
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+  try:
+    save(tmp)
+    info = dict(info, sha256=_file_hashes(tmp))
+    io_utils.atomic_write_json(os.path.join(tmp, METADATA_FILE), info)
+    os.rename(tmp, path)  # atomic; fails if a concurrent export created `path` meanwhile
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def _callable_module(backbone, spec, head=None, label_ids=None, endpoints=True):
+  """A tf.train.Checkpoint with the Reusable SavedModel attributes for one backbone (raw tf.Variables only)."""
+  call = _make_call(backbone)
+  call.get_concrete_function(spec, training=False)
+  call.get_concrete_function(spec, training=True)
+  obj = tf.train.Checkpoint()
+  obj.__call__ = call
+  obj.variables = _raw(backbone.variables)
+  obj.trainable_variables = _raw(backbone.trainable_variables)
+  obj.regularization_losses = []
+  if endpoints:
+    obj.serve = _make_fixed(call, False)
+    obj.call_training = _make_fixed(call, True)
+    obj.serve.get_concrete_function(spec)
+    obj.call_training.get_concrete_function(spec)
+  if head is not None:
+    obj.logits = _make_logits(backbone, head, list(label_ids))
+    obj.logits.get_concrete_function(spec)
+    obj.head_variables = _raw(head.variables)
+  return obj
+
+
+def _num_params(variables):
+  return int(sum(int(tf.size(v)) for v in variables))
+
+
 def export_module(backbone, export_dir, upstream, name, version, metadata, head=None):
   """Exports a Keras backbone (images -> features) as a hub module; returns the module path.
 
@@ -102,47 +149,62 @@ def export_module(backbone, export_dir, upstream, name, version, metadata, head=
   kind = metadata.get("kind")
   if kind not in KINDS:
     raise ValueError(f"metadata['kind']={kind!r}; expected one of {KINDS}.")
-  if os.path.exists(path):
-    raise FileExistsError(f"Export dir already holds {path!r}; choose a new version (nothing was written).")
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=parent)
-  try:
-    spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-    call = _make_call(backbone)
-    serving = call.get_concrete_function(spec, training=False)
-    call.get_concrete_function(spec, training=True)
-    obj = tf.train.Checkpoint()
-    obj.__call__ = call
-    obj.variables = _raw(backbone.variables)
-    obj.trainable_variables = _raw(backbone.trainable_variables)
-    obj.regularization_losses = []
-    obj.serve = _make_fixed(call, False)
-    obj.call_training = _make_fixed(call, True)
-    obj.serve.get_concrete_function(spec)
-    obj.call_training.get_concrete_function(spec)
-    signatures = {"serving_default": serving}
-    if head is not None:
-      obj.logits = _make_logits(backbone, head, list(metadata["labels"]))
-      signatures["logits"] = obj.logits.get_concrete_function(spec)
-      obj.head_variables = _raw(head.variables)
-    tf.saved_model.save(obj, tmp, signatures=signatures)
-    feature_dim = int(backbone.output_shape[-1])
-    info = dict(metadata)
-    info.update({
-        "name": name, "upstream": upstream, "version": version, "feature_dim": feature_dim,
-        "num_params": int(sum(int(tf.size(v)) for v in obj.variables)),
-        "num_trainable_params": int(sum(int(tf.size(v)) for v in obj.trainable_variables)),
-        "format": "tf2-reusable-savedmodel", "input": "float32 [batch, height, width, 3] in [0, 1]",
-        "endpoints": ["__call__", "serve", "call_training"] + (["logits"] if head is not None else []),
-        "sha256": _file_hashes(tmp),
-    })
-    io_utils.atomic_write_json(os.path.join(tmp, METADATA_FILE), info)
-    os.rename(tmp, path)  # atomic; fails if a concurrent export created `path` meanwhile
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return path
+  spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+  obj = _callable_module(backbone, spec, head, metadata.get("labels"))
+  signatures = {"serving_default": obj.__call__.get_concrete_function(spec, training=False)}
+  if head is not None:
+    signatures["logits"] = obj.logits.get_concrete_function(spec)
+  info = dict(metadata)
+  info.update({
+      "name": name, "upstream": upstream, "version": version, "feature_dim": int(backbone.output_shape[-1]),
+      "num_params": _num_params(obj.variables), "num_trainable_params": _num_params(obj.trainable_variables),
+      "format": "tf2-reusable-savedmodel", "input": "float32 [batch, height, width, 3] in [0, 1]",
+      "endpoints": ["__call__", "serve", "call_training"] + (["logits"] if head is not None else []),
+  })
+  return _write_module(path, lambda tmp: tf.saved_model.save(obj, tmp, signatures=signatures), info)
+
+
+def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
+  """Exports one SavedModel holding a trunk once plus several adapter experts built on the same trunk layers.
+
+  The root is the trunk itself (a Reusable SavedModel: the generalist); each expert is a named sub-module
+  `module.<expert>` with its own `__call__(images, training=False)`, `variables` (trunk + its adapters),
+  `trainable_variables` and `regularization_losses` (TF Hub's named sub-callables); `module.experts` lists them.
+
+  Args:
+    trunk: keras.Model, the generalist backbone whose layers the experts share.
+    experts: {expert name: keras.Model} built with build_backbone(..., trunk_layers=<the trunk's cache>).
+    export_dir, upstream, name, version: as in export_module (name is the pack's name).
+    metadata: {"experts": {expert name: expert.json-style metadata}, ...} merged into the pack's expert.json.
+  """
+  path = module_dir(export_dir, upstream, name, version)
+  for expert in experts:
+    check_name(expert, "Packed expert name")
+  trunk_ids = {id(v) for v in _raw(trunk.variables)}
+  for expert, model in experts.items():
+    if not trunk_ids <= {id(v) for v in _raw(model.variables)}:
+      raise ValueError(f"Packed expert {expert!r} does not share the trunk's variables; build it with "
+                       "build_backbone(..., trunk_layers=<the trunk's layer cache>).")
+  spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+  root = _callable_module(trunk, spec)
+  per_expert = dict(metadata.get("experts", {}))
+  for expert, model in experts.items():
+    setattr(root, expert, _callable_module(model, spec, endpoints=False))
+    own = [v for v in _raw(model.variables) if id(v) not in trunk_ids]
+    per_expert[expert] = dict(per_expert.get(expert, {}), num_params=_num_params(_raw(model.variables)),
+                              num_own_params=_num_params(own), feature_dim=int(model.output_shape[-1]))
+  root.experts = tf.Variable(sorted(experts), trainable=False, name="experts")  # constants are not saved
+  info = dict(metadata)
+  info.update({
+      "name": name, "upstream": upstream, "version": version, "kind": "pack",
+      "feature_dim": int(trunk.output_shape[-1]), "num_params": _num_params(root.variables),
+      "num_trainable_params": _num_params(root.trainable_variables),
+      "num_params_total": _num_params({id(v): v for m in experts.values() for v in _raw(m.variables)}.values()),
+      "format": "tf2-reusable-savedmodel, named sub-callables per expert",
+      "input": "float32 [batch, height, width, 3] in [0, 1]", "experts": per_expert,
+  })
+  signatures = {"serving_default": root.__call__.get_concrete_function(spec, training=False)}
+  return _write_module(path, lambda tmp: tf.saved_model.save(root, tmp, signatures=signatures), info)
 
 
 def read_metadata(path):

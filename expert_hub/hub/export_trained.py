@@ -4,8 +4,12 @@ import glob
 import logging
 import os
 
+import numpy as np
+
 from expert_hub.hub import export
+from expert_hub.models import adapters as adapters_lib
 from expert_hub.models import resnet_v2
+from expert_hub.models import weights as weights_lib
 from expert_hub.train import upstream
 
 log = logging.getLogger(__name__)
@@ -59,3 +63,43 @@ def export_trained(workdir, export_dir, version=1, names=None, skip_existing=Tru
     if missing:
       raise KeyError(f"No trained model named {missing} in {workdir!r}.")
   return out
+
+
+def export_pack(workdir, export_dir, version=1, pack_name="adapters"):
+  """Exports the generalist trunk once plus every trained adapter expert as one packed module.
+
+  Adapter experts train with the trunk frozen, so they share the generalist's trunk exactly; an expert whose
+  trunk differs is refused rather than silently re-based.
+  """
+  generalist_dir = os.path.join(workdir, "generalist")
+  g_info = upstream.read_model_info(generalist_dir)
+  g_weights = weights_lib.load_weights(os.path.join(generalist_dir, upstream.WEIGHTS_FILE))
+  model_cfg = resnet_v2.ModelConfig.from_dict(g_info["model"])
+  shared = {}
+  trunk = resnet_v2.build_backbone(model_cfg, name="trunk", trunk_layers=shared)
+  weights_lib.set_weights(trunk, g_weights, allow_unused=True)
+  trunk_names = set(weights_lib.named_variables(trunk))
+  experts, per_expert = {}, {}
+  for folder in trained_model_dirs(workdir):
+    info = upstream.read_model_info(folder)
+    if info["kind"] != "adapter":
+      continue
+    name = module_name(info)
+    w = weights_lib.load_weights(os.path.join(folder, upstream.WEIGHTS_FILE))
+    moved = [k for k in trunk_names if not np.array_equal(w[k], g_weights[k])]
+    if moved:
+      raise ValueError(f"Adapter expert {name!r} changed trunk weights {moved[:3]}; only frozen-trunk adapter "
+                       "experts can share the generalist's trunk in a pack.")
+    model = resnet_v2.build_backbone(model_cfg, adapters_lib.AdapterConfig(**info["adapter"]), name=name,
+                                     trunk_layers=shared)
+    weights_lib.set_weights(model, {k: v for k, v in w.items() if adapters_lib.is_adapter_layer(k)},
+                            allow_missing=lambda k: k in trunk_names, allow_unused=True)
+    experts[name] = model
+    per_expert[name] = {"kind": "adapter", "node": info["node"], "labels": info["labels"],
+                        "label_names": info.get("label_names"), "image_size": info["image_size"],
+                        "adapter": info["adapter"], "model": info["model"]}
+  if not experts:
+    raise ValueError(f"No trained adapter experts in {workdir!r}; train some with train_experts --kinds=adapter.")
+  metadata = {"experts": per_expert, "image_size": g_info["image_size"], "model": g_info["model"],
+              "trunk": "generalist"}
+  return export.export_pack(trunk, experts, export_dir, g_info["upstream"], pack_name, version, metadata)

@@ -96,6 +96,9 @@ def load_module(handle, export_dirs=None, allow_unsafe_ops=False):
   """
   registry = registry_lib.Registry(export_dirs)
   path = registry.resolve(handle)
+  packed_expert = None
+  if "#" in path:
+    path, packed_expert = path.rsplit("#", 1)
   if path.startswith(registry_lib.URL_PREFIXES):
     import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
     path = hub.resolve(path)
@@ -107,4 +110,10 @@ def load_module(handle, export_dirs=None, allow_unsafe_ops=False):
       listing = ", ".join(f"{op} (in {sorted(set(scopes))[:2]})" for op, scopes in sorted(bad.items()))
       raise UnsafeModuleError(f"Module {path!r} uses ops outside expert_hub's allowlist: {listing}. Load it only "
                               "if you trust its author, with allow_unsafe_ops=True (--allow_unsafe_ops).")
-  return tf.saved_model.load(path), path
+  module = tf.saved_model.load(path)
+  if packed_expert is not None:
+    # Keep the pack alive: the expert's functions use variables the pack object owns.
+    sub_module = getattr(module, packed_expert)
+    sub_module.pack = module
+    return sub_module, f"{path}#{packed_expert}"
+  return module, path

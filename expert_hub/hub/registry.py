@@ -2,7 +2,8 @@
 
 Handles resolve in order (a chain, as in tensorflow_hub): a URL passes through; an existing path passes
 through; otherwise a name "expert", "upstream/expert" or "upstream/expert/version" is looked up (latest
-version when none is given). An unknown name raises KeyError listing the nearest known names.
+version when none is given). An unknown name raises KeyError listing the nearest known names. One expert of a
+packed module is "<pack name or path>#<expert>".
 """
 
 import dataclasses
@@ -58,6 +59,16 @@ class Registry:
   def names(self):
     return sorted({e.name for e in self._entries})
 
+  def expert_handles(self):
+    """Handles of every expert (not generalists): module paths, and "<pack>#<expert>" for packed ones."""
+    handles = []
+    for e in self._entries:
+      if e.metadata.get("kind") == "pack":
+        handles += [f"{e.path}#{name}" for name in sorted(e.metadata.get("experts", {}))]
+      elif e.metadata.get("kind") != "generalist":
+        handles.append(e.path)
+    return handles
+
   def lookup(self, name) -> ExpertEntry:
     """Finds the entry for "expert", "upstream/expert" or "upstream/expert/version"."""
     parts = name.split("/")
@@ -82,9 +93,20 @@ class Registry:
     return max(matches, key=lambda e: e.version)
 
   def resolve(self, handle):
-    """A handle (name, path or URL) -> a path or URL that tf.saved_model.load / hub.load accepts."""
+    """A handle (name, path or URL) -> a path or URL that tf.saved_model.load / hub.load accepts.
+
+    For "<pack>#<expert>" the result is "<pack path>#<expert>" (see loading.load_module).
+    """
     if not isinstance(handle, str) or not handle:
       raise ValueError(f"Expert handle {handle!r} is not a non-empty string.")
+    if "#" in handle:
+      base, expert = handle.rsplit("#", 1)
+      path = self.resolve(base)
+      packed = export.read_metadata(path).get("experts", {})
+      if expert not in packed:
+        near = difflib.get_close_matches(expert, list(packed), n=5, cutoff=0.4)
+        raise KeyError(f"Pack {path!r} holds no expert {expert!r}; it holds {sorted(packed)} (nearest: {near}).")
+      return f"{path}#{expert}"
     if handle.startswith(URL_PREFIXES):
       return handle
     if os.path.isabs(handle) or os.path.exists(handle):

@@ -78,31 +78,54 @@ MODEL_SIZES = {
 }
 
 
-def _conv(filters, kernel_size, strides=1, name=None):
-  return layers.StandardizedConv2D(filters, kernel_size, strides=strides, padding="same",
-                                   kernel_initializer="he_normal", name=name)
+class _Layers:
+  """Creates trunk layers, or hands out the same instances again when a cache is shared between models.
+
+  Sharing the trunk's layer objects is how several adapter experts live in one graph on one set of trunk
+  variables (the packed module); without a cache every call creates fresh layers.
+  """
+
+  def __init__(self, cache=None):
+    self.cache = cache
+
+  def get(self, name, make):
+    if self.cache is None:
+      return make()
+    if name not in self.cache:
+      self.cache[name] = make()
+    return self.cache[name]
+
+  def conv(self, filters, kernel_size, strides=1, name=None):
+    return self.get(name, lambda: layers.StandardizedConv2D(
+        filters, kernel_size, strides=strides, padding="same", kernel_initializer="he_normal", name=name))
+
+  def gn(self, channels, max_groups, name):
+    return self.get(name, lambda: layers.group_norm(channels, max_groups, name=name))
+
+  def relu(self, name):
+    return self.get(name, lambda: keras.layers.ReLU(name=name))
 
 
-def _unit(x, mid, out, stride, max_groups, name):
+def _unit(make, x, mid, out, stride, max_groups, name):
   """One pre-activation bottleneck unit."""
-  pre = layers.group_norm(x.shape[-1], max_groups, name=f"{name}_a_gn")(x)
-  pre = keras.layers.ReLU(name=f"{name}_a_relu")(pre)
+  pre = make.gn(x.shape[-1], max_groups, name=f"{name}_a_gn")(x)
+  pre = make.relu(f"{name}_a_relu")(pre)
   if stride != 1 or x.shape[-1] != out:
-    shortcut = _conv(out, 1, strides=stride, name=f"{name}_a_proj")(pre)
+    shortcut = make.conv(out, 1, strides=stride, name=f"{name}_a_proj")(pre)
   else:
     shortcut = x
-  y = _conv(mid, 1, name=f"{name}_a_conv")(pre)
-  y = layers.group_norm(mid, max_groups, name=f"{name}_b_gn")(y)
-  y = keras.layers.ReLU(name=f"{name}_b_relu")(y)
-  y = _conv(mid, 3, strides=stride, name=f"{name}_b_conv")(y)
-  y = layers.group_norm(mid, max_groups, name=f"{name}_c_gn")(y)
-  y = keras.layers.ReLU(name=f"{name}_c_relu")(y)
-  y = _conv(out, 1, name=f"{name}_c_conv")(y)
-  return keras.layers.Add(name=f"{name}_add")([y, shortcut])
+  y = make.conv(mid, 1, name=f"{name}_a_conv")(pre)
+  y = make.gn(mid, max_groups, name=f"{name}_b_gn")(y)
+  y = make.relu(f"{name}_b_relu")(y)
+  y = make.conv(mid, 3, strides=stride, name=f"{name}_b_conv")(y)
+  y = make.gn(mid, max_groups, name=f"{name}_c_gn")(y)
+  y = make.relu(f"{name}_c_relu")(y)
+  y = make.conv(out, 1, name=f"{name}_c_conv")(y)
+  return make.get(f"{name}_add", lambda: keras.layers.Add(name=f"{name}_add"))([y, shortcut])
 
 
 def build_backbone(config: ModelConfig, adapter: Optional[adapters_lib.AdapterConfig] = None,
-                   name="resnet_v2"):
+                   name="resnet_v2", trunk_layers: Optional[dict] = None):
   """Builds images [B, H, W, 3] in [0, 1] -> pre-logits features [B, config.feature_dim].
 
   Args:
@@ -110,29 +133,32 @@ def build_backbone(config: ModelConfig, adapter: Optional[adapters_lib.AdapterCo
     adapter: if given, residual adapters are inserted (see adapters.py); all their layers are named
       "adapter_*", so trunk weights keep their names and copy between plain and adapter models.
     name: the Keras model name.
+    trunk_layers: a dict shared between calls to reuse the same trunk layers (and so the same trunk
+      variables) in several models; adapters are always new.
 
   Returns:
     A functional keras.Model; any image size works (global average pooling).
   """
+  make = _Layers(trunk_layers)
   images = keras.Input((None, None, 3), name="images")
   # BiT's raw training code feeds [-1, 1]; our modules take [0, 1] like the published TF Hub ones.
-  x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_bit_range")(images)
-  x = _conv(config.root_filters, 7, strides=2, name="root_conv")(x)
-  x = keras.layers.ZeroPadding2D(1, name="root_pad")(x)
-  x = keras.layers.MaxPooling2D(3, strides=2, name="root_pool")(x)
+  x = make.get("to_bit_range", lambda: keras.layers.Rescaling(2.0, offset=-1.0, name="to_bit_range"))(images)
+  x = make.conv(config.root_filters, 7, strides=2, name="root_conv")(x)
+  x = make.get("root_pad", lambda: keras.layers.ZeroPadding2D(1, name="root_pad"))(x)
+  x = make.get("root_pool", lambda: keras.layers.MaxPooling2D(3, strides=2, name="root_pool"))(x)
   for block, num_units in enumerate(config.stage_units, start=1):
     mid = config.root_filters * 2 ** (block - 1)
     if adapter is not None and adapter.placement == "stage_input":
       x = adapters_lib.residual_adapter(x, adapter.reduction, config.max_groups, name=f"adapter_block{block}")
     for unit in range(1, num_units + 1):
       stride = 2 if (unit == 1 and block > 1) else 1
-      x = _unit(x, mid, 4 * mid, stride, config.max_groups, name=f"block{block}_unit{unit:02d}")
+      x = _unit(make, x, mid, 4 * mid, stride, config.max_groups, name=f"block{block}_unit{unit:02d}")
       if adapter is not None and adapter.placement == "every_unit":
         x = adapters_lib.residual_adapter(x, adapter.reduction, config.max_groups,
                                           name=f"adapter_block{block}_unit{unit:02d}")
-  x = layers.group_norm(x.shape[-1], config.max_groups, name="final_gn")(x)
-  x = keras.layers.ReLU(name="final_relu")(x)
-  features = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
+  x = make.gn(x.shape[-1], config.max_groups, name="final_gn")(x)
+  x = make.relu("final_relu")(x)
+  features = make.get("pre_logits", lambda: keras.layers.GlobalAveragePooling2D(name="pre_logits"))(x)
   return keras.Model(images, features, name=name)
 
 
