@@ -281,6 +281,33 @@ def test_packed_adapter_experts(trained_workdir, export_dir, tmp_path):
   assert other_own and all(np.array_equal(b, v.numpy()) for b, v in zip(other_before, other_own))
 
 
+
+def test_folded_standardization_stays_exact_after_training_through_the_module(export_dir, trained_workdir):
+  from expert_hub.models import layers
+  path = _module_paths(export_dir)["generalist"]
+  module = hub.load(path)
+  x = tf.constant(np.random.RandomState(3).rand(4, 32, 32, 3).astype("float32"))
+  # Stored kernels are standardised once at export: inference does not recompute WS.
+  kernel = [v for v in module.variables if v.name.startswith("root_conv/kernel")][0]
+  np.testing.assert_allclose(kernel.numpy(), layers.standardize_kernel(kernel).numpy(), atol=1e-5)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.square(module(x, training=True)))
+  for v, g in zip(module.trainable_variables, tape.gradient(loss, module.trainable_variables)):
+    v.assign_sub(0.5 * g)
+  assert bool(module.ws_refold_pending.numpy())
+  # GroupNorm nets compute the same function in both modes, so inference must match the WS training path.
+  inference = module(x, training=False).numpy()
+  assert not bool(module.ws_refold_pending.numpy())  # re-folded in place
+  np.testing.assert_allclose(inference, module(x, training=True).numpy(), atol=1e-4)
+  folder = os.path.join(trained_workdir, "generalist")
+  in_memory = upstream.model_from_info(upstream.read_model_info(folder), folder, with_head=False)
+  export.export_module(in_memory, str(export_dir) + "_scratch", "u", "m", 1, {"kind": "full"})
+  import shutil
+  shutil.rmtree(str(export_dir) + "_scratch")
+  conv = in_memory.get_layer("root_conv")
+  assert conv.standardize is True  # exporting never changes the caller's training model
+
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))

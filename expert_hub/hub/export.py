@@ -10,6 +10,9 @@ architecture and a sha256 of every other file). The module:
     module.logits(images)              # [B, num_labels] upstream logits, when exported with a head
     module.serve(images), module.call_training(images)   # single-argument endpoints for keras.layers.TFSMLayer
 
+Weight standardisation is folded into the stored kernels, so inference does not recompute it per call; the
+training path still standardises exactly as BiT trains (see _FoldedStandardization).
+
 The container is a tf.train.Checkpoint holding only raw tf.Variables (not the Keras model, which would
 double the files; stack.md 4.2), with `__call__` traced for both values of `training` so that
 hub.KerasLayer passes the flag through.
@@ -20,9 +23,12 @@ import re
 import shutil
 import tempfile
 
+import keras
 import tensorflow as tf
 
 from expert_hub import io_utils
+from expert_hub.models import layers
+from expert_hub.models import weights as weights_lib
 
 METADATA_FILE = "expert.json"
 KINDS = ("generalist", "full", "adapter")  # plus "pack" for export_pack
@@ -45,10 +51,39 @@ def module_dir(export_dir, upstream, name, version):
   return os.path.join(export_dir, upstream, name, str(version))
 
 
-def _make_call(backbone):
+class _FoldedStandardization:
+  """Weight standardisation folded into the kernels at export, re-folded lazily after training.
+
+  Inference convolves with the stored kernels directly (they are standardised once at export); the training
+  path standardises them on every call as BiT trains, and marks them stale. The next inference call re-folds
+  them in place first: WS is idempotent, so this leaves the training path's function unchanged and makes
+  inference exact again after any fine-tuning that went through the module's `training=True` call.
+  """
+
+  def __init__(self, kernels):
+    self.kernels = [getattr(k, "value", k) for k in kernels]
+    self.stale = tf.Variable(False, trainable=False, name="ws_refold_pending")
+
+  def mark_stale(self):
+    self.stale.assign(True)
+
+  def refresh(self):
+    def refold():
+      for k in self.kernels:
+        k.assign(layers.standardize_kernel(k))
+      self.stale.assign(False)
+      return tf.constant(True)
+    return tf.cond(self.stale, refold, lambda: tf.constant(False))
+
+
+def _make_call(backbone, folding):
   # A factory, not a lambda with default arguments: those make tf.saved_model.save fail (stack.md 4.3).
   def call(images, training=False):
-    return backbone(images, training=training)
+    if training:
+      folding.mark_stale()
+      return backbone(images, training=True)
+    folding.refresh()
+    return backbone(images, training=False)
   return tf.function(call)
 
 
@@ -58,10 +93,11 @@ def _make_fixed(call, training):
   return tf.function(fixed)
 
 
-def _make_logits(backbone, head, label_ids):
+def _make_logits(backbone, head, label_ids, folding):
   ids = tf.constant(label_ids, tf.int32)
 
   def logits(images):
+    folding.refresh()
     return tf.gather(head(backbone(images, training=False)), ids, axis=-1)
   return tf.function(logits)
 
@@ -102,9 +138,9 @@ def _write_module(path, save, info):
   return path
 
 
-def _callable_module(backbone, spec, head=None, label_ids=None, endpoints=True):
-  """A tf.train.Checkpoint with the Reusable SavedModel attributes for one backbone (raw tf.Variables only)."""
-  call = _make_call(backbone)
+def _callable_module(backbone, spec, folding, head=None, label_ids=None, endpoints=True):
+  """A tf.train.Checkpoint with the Reusable SavedModel attributes for one folded backbone (raw variables)."""
+  call = _make_call(backbone, folding)
   call.get_concrete_function(spec, training=False)
   call.get_concrete_function(spec, training=True)
   obj = tf.train.Checkpoint()
@@ -112,13 +148,14 @@ def _callable_module(backbone, spec, head=None, label_ids=None, endpoints=True):
   obj.variables = _raw(backbone.variables)
   obj.trainable_variables = _raw(backbone.trainable_variables)
   obj.regularization_losses = []
+  obj.ws_refold_pending = folding.stale
   if endpoints:
     obj.serve = _make_fixed(call, False)
     obj.call_training = _make_fixed(call, True)
     obj.serve.get_concrete_function(spec)
     obj.call_training.get_concrete_function(spec)
   if head is not None:
-    obj.logits = _make_logits(backbone, head, list(label_ids))
+    obj.logits = _make_logits(backbone, head, list(label_ids), folding)
     obj.logits.get_concrete_function(spec)
     obj.head_variables = _raw(head.variables)
   return obj
@@ -150,7 +187,11 @@ def export_module(backbone, export_dir, upstream, name, version, metadata, head=
   if kind not in KINDS:
     raise ValueError(f"metadata['kind']={kind!r}; expected one of {KINDS}.")
   spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-  obj = _callable_module(backbone, spec, head, metadata.get("labels"))
+  # Fold WS into a copy: the caller's model keeps standardising on every call, as training needs.
+  folded = keras.models.clone_model(backbone)
+  folded.set_weights(backbone.get_weights())
+  folding = _FoldedStandardization(weights_lib.fold_standardization_in_place([folded]))
+  obj = _callable_module(folded, spec, folding, head, metadata.get("labels"))
   signatures = {"serving_default": obj.__call__.get_concrete_function(spec, training=False)}
   if head is not None:
     signatures["logits"] = obj.logits.get_concrete_function(spec)
@@ -171,6 +212,8 @@ def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
   `module.<expert>` with its own `__call__(images, training=False)`, `variables` (trunk + its adapters),
   `trainable_variables` and `regularization_losses` (TF Hub's named sub-callables); `module.experts` lists them.
 
+  The models are folded in place (weights.fold_standardization_in_place): build them for the export only.
+
   Args:
     trunk: keras.Model, the generalist backbone whose layers the experts share.
     experts: {expert name: keras.Model} built with build_backbone(..., trunk_layers=<the trunk's cache>).
@@ -186,10 +229,11 @@ def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
       raise ValueError(f"Packed expert {expert!r} does not share the trunk's variables; build it with "
                        "build_backbone(..., trunk_layers=<the trunk's layer cache>).")
   spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-  root = _callable_module(trunk, spec)
+  folding = _FoldedStandardization(weights_lib.fold_standardization_in_place([trunk, *experts.values()]))
+  root = _callable_module(trunk, spec, folding)
   per_expert = dict(metadata.get("experts", {}))
   for expert, model in experts.items():
-    setattr(root, expert, _callable_module(model, spec, endpoints=False))
+    setattr(root, expert, _callable_module(model, spec, folding, endpoints=False))
     own = [v for v in _raw(model.variables) if id(v) not in trunk_ids]
     per_expert[expert] = dict(per_expert.get(expert, {}), num_params=_num_params(_raw(model.variables)),
                               num_own_params=_num_params(own), feature_dim=int(model.output_shape[-1]))

@@ -16,14 +16,32 @@ class StandardizedConv2D(keras.layers.Conv2D):
   every call so that the training path is exact; an exported inference module may fold it once.
   """
 
-  def __init__(self, *args, use_bias=False, **kwargs):
+  def __init__(self, *args, use_bias=False, standardize=True, **kwargs):
+    """standardize: True (every call, the training model), False (never: kernels folded once) or "training"
+    (only when training; at inference the kernel must already be standardised, see hub/export.py)."""
     super().__init__(*args, use_bias=use_bias, **kwargs)
+    if standardize not in (True, False, "training"):
+      raise ValueError(f"standardize={standardize!r}; expected True, False or 'training'.")
+    self.standardize = standardize
 
-  def convolution_op(self, inputs, kernel):
-    mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
-    var = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
-    kernel = (kernel - mean) / ops.sqrt(var + WS_EPSILON)
-    return super().convolution_op(inputs, kernel)
+  def call(self, inputs, training=None):
+    kernel = self.kernel
+    if self.standardize is True or (self.standardize == "training" and training):
+      kernel = standardize_kernel(kernel)
+    outputs = self.convolution_op(inputs, kernel)
+    if self.use_bias:
+      outputs = outputs + self.bias
+    return self.activation(outputs) if self.activation is not None else outputs
+
+  def get_config(self):
+    return dict(super().get_config(), standardize=self.standardize)
+
+
+def standardize_kernel(kernel):
+  """Zero mean, unit variance per output channel over (H, W, Cin); works on tensors and numpy arrays."""
+  mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+  var = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+  return (kernel - mean) / ops.sqrt(var + WS_EPSILON)
 
 
 def group_norm(channels, max_groups, name):

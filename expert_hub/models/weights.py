@@ -84,3 +84,32 @@ def count_params(variables):
   return int(sum(int(np.prod(v.shape)) for v in variables))
 
 
+
+
+def fold_standardization_in_place(models):
+  """Standardises every WS kernel of `models` once and switches those layers to standardize="training".
+
+  The function each model computes is unchanged (WS is idempotent up to eps=1e-10), but inference no longer
+  re-standardises kernels on every call. Use on export-only models: after further training, inference needs the
+  kernels re-folded (the exported module does this itself). Returns the folded kernel variables.
+  """
+  from expert_hub.models import layers  # pylint: disable=g-import-not-at-top
+  kernels, seen = [], set()
+  for model in models:
+    for layer in _all_layers(model):
+      if isinstance(layer, layers.StandardizedConv2D) and id(layer) not in seen:
+        seen.add(id(layer))
+        if layer.standardize is True:
+          layer.kernel.assign(layers.standardize_kernel(layer.kernel))
+          layer.standardize = "training"
+        if layer.standardize == "training":
+          kernels.append(layer.kernel)
+  return kernels
+
+
+def _all_layers(model):
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      yield from _all_layers(layer)
+    else:
+      yield layer
