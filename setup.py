@@ -25,6 +25,8 @@ BINARIES = {
     "expert-hub-finetune": "binaries.finetune:run",
     "expert-hub-run-pipeline": "binaries.run_pipeline:run",
     "expert-hub-import-bit": "binaries.import_bit:run",
+    "expert-hub-benchmark-packing": "binaries.benchmark_packing:run",
+    "expert-hub-benchmark-inference": "binaries.benchmark_inference:run",
 }
 
 setuptools.setup(

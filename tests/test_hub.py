@@ -308,6 +308,19 @@ def test_folded_standardization_stays_exact_after_training_through_the_module(ex
   assert conv.standardize is True  # exporting never changes the caller's training model
 
 
+
+def test_published_hub_handles_resolve_through_the_hub_cache(export_dir, tmp_path, monkeypatch):
+  import hashlib
+  import shutil
+  url = "https://tfhub.dev/google/experts/bit/r50x1/in21k/bird/1"
+  assert registry.Registry([export_dir]).resolve(url) == url  # passed through untouched
+  cache = tmp_path / "tfhub_cache"
+  shutil.copytree(_module_paths(export_dir)["generalist"], cache / hashlib.sha1(url.encode()).hexdigest())
+  monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+  module, path = loading.load_module(url, [export_dir])  # no network: tensorflow_hub finds its cache entry
+  assert path.startswith(str(cache)) and module(tf.zeros([1, 32, 32, 3])).shape[0] == 1
+
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))
