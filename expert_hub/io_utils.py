@@ -25,7 +25,10 @@ def atomic_write_json(path, obj):
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path):
+def read_json(path, missing=None):
+  """Parsed JSON of `path`; if it does not exist, FileNotFoundError with the `missing` explanation."""
+  if missing is not None and not os.path.exists(path):
+    raise FileNotFoundError(missing)
   with open(path) as f:
     return json.load(f)
 

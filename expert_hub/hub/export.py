@@ -252,10 +252,8 @@ def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
 
 
 def read_metadata(path):
-  meta = os.path.join(path, METADATA_FILE)
-  if not os.path.exists(meta):
-    raise FileNotFoundError(f"{path!r} is not an expert_hub module ({METADATA_FILE} is missing).")
-  return io_utils.read_json(meta)
+  return io_utils.read_json(os.path.join(path, METADATA_FILE),
+                            missing=f"{path!r} is not an expert_hub module ({METADATA_FILE} is missing).")
 
 
 def verify_module(path):

@@ -79,10 +79,8 @@ def write_model_info(folder, info):
 
 
 def read_model_info(folder):
-  path = os.path.join(folder, MODEL_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{folder!r} holds no trained model ({MODEL_FILE} is missing).")
-  return io_utils.read_json(path)
+  return io_utils.read_json(os.path.join(folder, MODEL_FILE),
+                            missing=f"{folder!r} holds no trained model ({MODEL_FILE} is missing).")
 
 
 def is_trained(folder):
