@@ -16,6 +16,7 @@ from absl import flags
 
 from expert_hub.hub import export
 from expert_hub.models import adapters
+from expert_hub.models import packing
 from expert_hub.models import resnet_v2
 
 FLAGS = flags.FLAGS
@@ -55,9 +56,10 @@ def main(argv):
     rows = []
     for n in sorted(int(x) for x in FLAGS.num_experts):
       shared = {}
-      trunk = resnet_v2.build_backbone(cfg, name="trunk", trunk_layers=shared)
-      experts = {f"e{i:02d}": resnet_v2.build_backbone(cfg, adapter=adapter, name=f"e{i:02d}", trunk_layers=shared)
-                 for i in range(n)}
+      resnet_v2.build_backbone(cfg, name="trunk", trunk_layers=shared)
+      experts = {f"e{i:02d}": (resnet_v2.build_backbone(cfg, adapter=adapter, name=f"e{i:02d}",
+                                                        trunk_layers=shared), adapter) for i in range(n)}
+      trunk, experts = packing.build_packed(cfg, shared, experts)
       t0 = time.time()
       path = export.export_pack(trunk, experts, root, "bench", f"pack{n}", 1, {})
       export_s = time.time() - t0

@@ -215,8 +215,9 @@ def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
   The models are folded in place (weights.fold_standardization_in_place): build them for the export only.
 
   Args:
-    trunk: keras.Model, the generalist backbone whose layers the experts share.
-    experts: {expert name: keras.Model} built with build_backbone(..., trunk_layers=<the trunk's cache>).
+    trunk: the generalist backbone whose variables the experts share (a keras.Model or a
+      models.packing.SharedTrunkBackbone, which traces the trunk's graph once for all experts).
+    experts: {expert name: backbone} sharing the trunk's variables.
     export_dir, upstream, name, version: as in export_module (name is the pack's name).
     metadata: {"experts": {expert name: expert.json-style metadata}, ...} merged into the pack's expert.json.
   """

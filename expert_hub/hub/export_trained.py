@@ -8,6 +8,7 @@ import numpy as np
 
 from expert_hub.hub import export
 from expert_hub.models import adapters as adapters_lib
+from expert_hub.models import packing
 from expert_hub.models import resnet_v2
 from expert_hub.models import weights as weights_lib
 from expert_hub.train import upstream
@@ -90,11 +91,11 @@ def export_pack(workdir, export_dir, version=1, pack_name="adapters"):
     if moved:
       raise ValueError(f"Adapter expert {name!r} changed trunk weights {moved[:3]}; only frozen-trunk adapter "
                        "experts can share the generalist's trunk in a pack.")
-    model = resnet_v2.build_backbone(model_cfg, adapters_lib.AdapterConfig(**info["adapter"]), name=name,
-                                     trunk_layers=shared)
+    adapter_cfg = adapters_lib.AdapterConfig(**info["adapter"])
+    model = resnet_v2.build_backbone(model_cfg, adapter_cfg, name=name, trunk_layers=shared)
     weights_lib.set_weights(model, {k: v for k, v in w.items() if adapters_lib.is_adapter_layer(k)},
                             allow_missing=lambda k: k in trunk_names, allow_unused=True)
-    experts[name] = model
+    experts[name] = (model, adapter_cfg)
     per_expert[name] = {"kind": "adapter", "node": info["node"], "labels": info["labels"],
                         "label_names": info.get("label_names"), "image_size": info["image_size"],
                         "adapter": info["adapter"], "model": info["model"]}
@@ -102,4 +103,6 @@ def export_pack(workdir, export_dir, version=1, pack_name="adapters"):
     raise ValueError(f"No trained adapter experts in {workdir!r}; train some with train_experts --kinds=adapter.")
   metadata = {"experts": per_expert, "image_size": g_info["image_size"], "model": g_info["model"],
               "trunk": "generalist"}
-  return export.export_pack(trunk, experts, export_dir, g_info["upstream"], pack_name, version, metadata)
+  packed_trunk, packed_experts = packing.build_packed(model_cfg, shared, experts)
+  return export.export_pack(packed_trunk, packed_experts, export_dir, g_info["upstream"], pack_name, version,
+                            metadata)

@@ -36,14 +36,27 @@ def residual_adapter(x, reduction, max_groups, name):
   """
   channels = x.shape[-1]
   hidden = max(1, channels // reduction)
-  h = layers.group_norm(channels, max_groups, name=f"{name}_gn_in")(x)
-  h = keras.layers.ReLU(name=f"{name}_relu_in")(h)
-  h = keras.layers.Conv2D(hidden, 1, use_bias=False, kernel_initializer="he_normal",
-                          name=f"{name}_down")(h)
-  h = layers.group_norm(hidden, max_groups, name=f"{name}_gn_mid")(h)
-  h = keras.layers.ReLU(name=f"{name}_relu_mid")(h)
-  h = keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer="zeros", name=f"{name}_up")(h)
-  return keras.layers.Add(name=f"{name}_add")([x, h])
+  parts = {
+      "gn_in": layers.group_norm(channels, max_groups, name=f"{name}_gn_in"),
+      "relu_in": keras.layers.ReLU(name=f"{name}_relu_in"),
+      "down": keras.layers.Conv2D(hidden, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_down"),
+      "gn_mid": layers.group_norm(hidden, max_groups, name=f"{name}_gn_mid"),
+      "relu_mid": keras.layers.ReLU(name=f"{name}_relu_mid"),
+      "up": keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer="zeros", name=f"{name}_up"),
+      "add": keras.layers.Add(name=f"{name}_add"),
+  }
+  return apply_adapter(x, lambda part: parts[part])
+
+
+ADAPTER_PARTS = ("gn_in", "relu_in", "down", "gn_mid", "relu_mid", "up")
+
+
+def apply_adapter(x, get_part):
+  """Runs an adapter's layers on x: get_part(part) returns its layer for each of ADAPTER_PARTS and "add"."""
+  h = x
+  for part in ADAPTER_PARTS:
+    h = get_part(part)(h)
+  return get_part("add")([x, h])
 
 
 def is_adapter_layer(layer_name):

@@ -9,6 +9,7 @@ Keras 3 forbids "/" in names; weights therefore load by name.
 """
 
 import dataclasses
+import functools
 from typing import Optional, Tuple
 
 import keras
@@ -124,6 +125,42 @@ def _unit(make, x, mid, out, stride, max_groups, name):
   return make.get(f"{name}_add", lambda: keras.layers.Add(name=f"{name}_add"))([y, shortcut])
 
 
+def _stem(make, x, config):
+  # BiT's raw training code feeds [-1, 1]; our modules take [0, 1] like the published TF Hub ones.
+  x = make.get("to_bit_range", lambda: keras.layers.Rescaling(2.0, offset=-1.0, name="to_bit_range"))(x)
+  x = make.conv(config.root_filters, 7, strides=2, name="root_conv")(x)
+  x = make.get("root_pad", lambda: keras.layers.ZeroPadding2D(1, name="root_pad"))(x)
+  return make.get("root_pool", lambda: keras.layers.MaxPooling2D(3, strides=2, name="root_pool"))(x)
+
+
+def _final(make, x, config):
+  x = make.gn(x.shape[-1], config.max_groups, name="final_gn")(x)
+  x = make.relu("final_relu")(x)
+  return make.get("pre_logits", lambda: keras.layers.GlobalAveragePooling2D(name="pre_logits"))(x)
+
+
+def backbone_plan(config: ModelConfig, adapter: Optional[adapters_lib.AdapterConfig] = None):
+  """The backbone as ordered steps: ("trunk", name, apply(make, x)) and ("adapter", name, None).
+
+  build_backbone runs the steps in one graph; packed modules run each trunk step as one shared function.
+  """
+  steps = [("trunk", "stem", functools.partial(_stem, config=config))]
+  for block, num_units in enumerate(config.stage_units, start=1):
+    mid = config.root_filters * 2 ** (block - 1)
+    if adapter is not None and adapter.placement == "stage_input":
+      steps.append(("adapter", f"adapter_block{block}", None))
+    for unit in range(1, num_units + 1):
+      name = f"block{block}_unit{unit:02d}"
+      stride = 2 if (unit == 1 and block > 1) else 1
+      apply = functools.partial(_unit, mid=mid, out=4 * mid, stride=stride, max_groups=config.max_groups,
+                                name=name)
+      steps.append(("trunk", name, apply))
+      if adapter is not None and adapter.placement == "every_unit":
+        steps.append(("adapter", f"adapter_{name}", None))
+  steps.append(("trunk", "final", functools.partial(_final, config=config)))
+  return steps
+
+
 def build_backbone(config: ModelConfig, adapter: Optional[adapters_lib.AdapterConfig] = None,
                    name="resnet_v2", trunk_layers: Optional[dict] = None):
   """Builds images [B, H, W, 3] in [0, 1] -> pre-logits features [B, config.feature_dim].
@@ -141,25 +178,27 @@ def build_backbone(config: ModelConfig, adapter: Optional[adapters_lib.AdapterCo
   """
   make = _Layers(trunk_layers)
   images = keras.Input((None, None, 3), name="images")
-  # BiT's raw training code feeds [-1, 1]; our modules take [0, 1] like the published TF Hub ones.
-  x = make.get("to_bit_range", lambda: keras.layers.Rescaling(2.0, offset=-1.0, name="to_bit_range"))(images)
-  x = make.conv(config.root_filters, 7, strides=2, name="root_conv")(x)
-  x = make.get("root_pad", lambda: keras.layers.ZeroPadding2D(1, name="root_pad"))(x)
-  x = make.get("root_pool", lambda: keras.layers.MaxPooling2D(3, strides=2, name="root_pool"))(x)
-  for block, num_units in enumerate(config.stage_units, start=1):
-    mid = config.root_filters * 2 ** (block - 1)
-    if adapter is not None and adapter.placement == "stage_input":
-      x = adapters_lib.residual_adapter(x, adapter.reduction, config.max_groups, name=f"adapter_block{block}")
-    for unit in range(1, num_units + 1):
-      stride = 2 if (unit == 1 and block > 1) else 1
-      x = _unit(make, x, mid, 4 * mid, stride, config.max_groups, name=f"block{block}_unit{unit:02d}")
-      if adapter is not None and adapter.placement == "every_unit":
-        x = adapters_lib.residual_adapter(x, adapter.reduction, config.max_groups,
-                                          name=f"adapter_block{block}_unit{unit:02d}")
-  x = make.gn(x.shape[-1], config.max_groups, name="final_gn")(x)
-  x = make.relu("final_relu")(x)
-  features = make.get("pre_logits", lambda: keras.layers.GlobalAveragePooling2D(name="pre_logits"))(x)
-  return keras.Model(images, features, name=name)
+  x = images
+  for kind, step, apply in backbone_plan(config, adapter):
+    if kind == "trunk":
+      x = apply(make, x)
+    else:
+      x = adapters_lib.residual_adapter(x, adapter.reduction, config.max_groups, name=step)
+  return keras.Model(images, x, name=name)
+
+
+def build_trunk_segments(config: ModelConfig, trunk_layers: dict):
+  """{step name: keras.Model} for every trunk step of backbone_plan, on the shared layers in trunk_layers."""
+  make = _Layers(trunk_layers)
+  channels, segments = 3, {}
+  for kind, step, apply in backbone_plan(config):
+    if kind != "trunk":
+      continue
+    inputs = keras.Input((None, None, channels), name=f"{step}_in")
+    outputs = apply(make, inputs)
+    segments[step] = keras.Model(inputs, outputs, name=f"segment_{step}")
+    channels = outputs.shape[-1]
+  return segments
 
 
 def build_classifier(backbone, num_classes, name=None):
