@@ -1,8 +1,8 @@
 """The one fit loop: Keras `fit` with resumable checkpoints every N steps, progress lines and TensorBoard.
 
-Resume is exact: the checkpoint holds every model and optimiser variable (the step counter included), and the
-input stream is rebuilt to skip the batches already consumed, so a run killed at any point and restarted
-continues from its last checkpoint as if it had not stopped.
+On resume the checkpoint restores every model and optimiser variable (the step counter included) and the input
+stream is rebuilt to skip the batches already consumed, so a run killed at any point continues from its last
+checkpoint with the examples it had not yet seen (augmentation is not seeded, so not bit for bit).
 """
 
 import logging
