@@ -97,7 +97,7 @@ def test_expert_layer_fine_tunes_module_variables(export_dir):
   layer = expert_hub.ExpertLayer(path, trainable=True)
   images = keras.Input((32, 32, 3))
   model = keras.Model(images, keras.layers.Dense(3)(layer(images)))
-  model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+  model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   module_vars = layer._module.trainable_variables  # pylint: disable=protected-access
   before = [v.numpy().copy() for v in module_vars]
   x = np.random.rand(16, 32, 32, 3).astype("float32")
@@ -170,7 +170,7 @@ def test_tfsm_layer_fine_tunes_through_the_named_endpoints(export_dir):
                                  trainable=True)
   images = keras.Input((32, 32, 3))
   model = keras.Model(images, keras.layers.Dense(3)(layer(images)))
-  model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+  model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   before = [w.numpy().copy() for w in layer.trainable_weights]
   model.fit(np.random.rand(8, 32, 32, 3).astype("float32"), np.arange(8) % 3, epochs=1, verbose=0)
   assert before and all(not np.array_equal(b, w.numpy()) for b, w in zip(before, layer.trainable_weights))
@@ -222,7 +222,7 @@ def test_expert_layer_adapters_only_and_keras_file_round_trip(export_dir, tmp_pa
   assert layer.trainable_weights and all("adapter_" in w.name for w in layer.trainable_weights)
   images = keras.Input((32, 32, 3))
   model = keras.Model(images, keras.layers.Dense(3, name="head")(layer(images)))
-  model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+  model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   frozen_before = [w.numpy().copy() for w in layer.non_trainable_weights]
   tuned_before = [w.numpy().copy() for w in layer.trainable_weights]
   x = np.random.rand(8, 32, 32, 3).astype("float32")
@@ -272,7 +272,7 @@ def test_packed_adapter_experts(trained_workdir, export_dir, tmp_path):
   other_before = [v.numpy().copy() for v in other_own]
   images = keras.Input((32, 32, 3))
   model = keras.Model(images, keras.layers.Dense(3)(layer(images)))
-  model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+  model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   before = [w.numpy().copy() for w in layer.trainable_weights]
   model.fit(np.random.RandomState(2).rand(16, 32, 32, 3).astype("float32"), np.arange(16) % 3, batch_size=8,
             epochs=1, verbose=0)
