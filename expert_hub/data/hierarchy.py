@@ -60,6 +60,7 @@ class Hierarchy:
         self._children[p].append(node_name)
     self._check_acyclic()
     self._subtree_cache = {}
+    self._depth_cache = {}
 
   def _check_acyclic(self):
     state = {}  # 1 = on the current path, 2 = done
@@ -146,9 +147,12 @@ class Hierarchy:
     return sorted(self._label[n] for n in self.descendants(node) if n in self._label)
 
   def depth(self, node):
-    """Length of the longest path from a root to node (roots have depth 0)."""
-    parents = self.parents(node)
-    return 0 if not parents else 1 + max(self.depth(p) for p in parents)
+    """Length of the longest path from a root to node (roots have depth 0); memoised, since in a DAG the same
+    ancestors are reached along many paths."""
+    if node not in self._depth_cache:
+      parents = self.parents(node)
+      self._depth_cache[node] = 0 if not parents else 1 + max(self.depth(p) for p in parents)
+    return self._depth_cache[node]
 
   # ------------------------------------------------------------------------------------------ I/O
   def to_json(self):
