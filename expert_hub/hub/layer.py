@@ -42,8 +42,7 @@ class ExpertLayer(keras.layers.Layer):
         raise ValueError(f"Module {self.module_path!r} lacks `{attr}`; expected a TF2 Reusable SavedModel.")
     trainable_ids = {id(v) for v in self._module.trainable_variables}
     if train_adapters_only:
-      trainable_ids = {i for i, v in ((id(v), v) for v in self._module.trainable_variables)
-                       if adapters_lib.is_adapter_layer(v.name)}
+      trainable_ids = {id(v) for v in self._module.trainable_variables if adapters_lib.is_adapter_layer(v.name)}
       if not trainable_ids:
         raise ValueError(f"train_adapters_only=True but module {self.module_path!r} has no adapter variables "
                          "(names 'adapter_*'); it is not an adapter expert.")
