@@ -4,8 +4,9 @@ r"""Inference throughput of an exported ResNet50 module vs the in-memory model v
 All candidates run in this one process, interleaved round-robin over --repeats rounds so that machine noise
 hits them alike; the printed ratios are against keras.applications.ResNet50V2(weights=None) (BatchNorm, the
 peer). Variants: (a) our exported module (hub.load, training=False), (b) our in-memory model in training mode,
-(c) the peer, and (d) our in-memory model with weight standardisation folded into the kernels, which isolates
-what standardising the kernels on every call costs.
+(c) the peer, (d) our in-memory model with weight standardisation folded into the kernels, which isolates
+what standardising the kernels on every call costs, and (e) the same with keras.layers.GroupNormalization in
+place of ours (expert_hub.models.layers.GroupNorm), which isolates what our GroupNorm saves.
 """
 
 import shutil
@@ -37,13 +38,21 @@ def main(argv):
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from expert_hub.hub import export  # pylint: disable=g-import-not-at-top
-  from expert_hub.models import resnet_v2, weights  # pylint: disable=g-import-not-at-top
+  from expert_hub.models import layers, resnet_v2, weights  # pylint: disable=g-import-not-at-top
 
   cfg = resnet_v2.MODEL_SIZES[FLAGS.model]
   ours = resnet_v2.build_backbone(cfg, name="ours")
   folded = keras.models.clone_model(ours)
   folded.set_weights(ours.get_weights())
   weights.fold_standardization_in_place([folded])
+
+  def keras_group_norm(layer):
+    if isinstance(layer, layers.GroupNorm):
+      return keras.layers.GroupNormalization(groups=layer.groups, epsilon=layer.epsilon, name=layer.name)
+    return layer.__class__.from_config(layer.get_config())
+
+  folded_keras_gn = keras.models.clone_model(folded, clone_function=keras_group_norm)
+  weights.set_weights(folded_keras_gn, weights.get_weights(folded))
   root = tempfile.mkdtemp(prefix="benchmark_inference_")
   path = export.export_module(ours, root, "bench", "module", 1, {"kind": "generalist"})
   module = tf.saved_model.load(path)
@@ -53,11 +62,13 @@ def main(argv):
       "(b) in-memory, training mode": tf.function(lambda x: ours(x, training=True)),
       "(c) keras ResNet50V2 (peer)": tf.function(lambda x: peer(x, training=False)),
       "(d) in-memory, WS folded": tf.function(lambda x: folded(x, training=False)),
+      "(e) (d) with keras GroupNormalization": tf.function(lambda x: folded_keras_gn(x, training=False)),
   }
   for size in (int(s) for s in FLAGS.sizes):
     x = tf.constant(np.random.RandomState(0).rand(FLAGS.batch_size, size, size, 3).astype("float32"))
     diff = float(np.abs(module(x, training=False).numpy() - ours(x).numpy()).max())
     diff_folded = float(np.abs(folded(x).numpy() - ours(x).numpy()).max())
+    diff_keras_gn = float(np.abs(folded_keras_gn(x).numpy() - folded(x).numpy()).max())
     for fn in candidates.values():
       fn(x)  # trace / warm up
     rates = {k: [] for k in candidates}
@@ -66,7 +77,7 @@ def main(argv):
         rates[name].append(_throughput(fn, x, FLAGS.seconds))
     peer_rate = np.median(rates["(c) keras ResNet50V2 (peer)"])
     print(f"\n{size}x{size}, batch {FLAGS.batch_size}, {FLAGS.model} (max |feature diff| module vs in-memory "
-          f"{diff:.2e}, folded vs in-memory {diff_folded:.2e})")
+          f"{diff:.2e}, folded vs in-memory {diff_folded:.2e}, keras GroupNormalization vs ours {diff_keras_gn:.2e})")
     print("| candidate | images/s (median) | ratio to peer |\n|---|---|---|")
     for name, r in rates.items():
       print(f"| {name} | {np.median(r):.1f} | {np.median(r) / peer_rate:.2f} |")

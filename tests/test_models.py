@@ -28,6 +28,40 @@ def test_weight_standardisation_normalises_kernels():
   assert abs(ks.std() - 1.0) < 1e-3
 
 
+@pytest.mark.parametrize("shape,groups", [((3, 5, 7, 48), 16), ((2, 6, 6, 16), 16), ((2, 4, 4, 12), 3)])
+def test_group_norm_matches_keras_values_and_gradients(shape, groups):
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  x = tf.constant((rng.randn(*shape) * 2 + 3).astype("float32"))  # a mean well away from 0
+  gamma, beta = rng.randn(shape[-1]).astype("float32"), rng.randn(shape[-1]).astype("float32")
+  outputs, grads = [], []
+  for layer in (layers.GroupNorm(groups), keras.layers.GroupNormalization(groups, epsilon=layers.GN_EPSILON)):
+    layer.build(shape)
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x)
+      loss = tf.reduce_sum(tf.sin(y))
+    outputs.append(y.numpy())
+    grads.append([g.numpy() for g in tape.gradient(loss, [x, layer.gamma, layer.beta])])
+  np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+  for ours, ref in zip(*grads):
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_group_norm_gradient_is_finite_on_a_constant_channel():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  x = tf.constant(np.concatenate([np.zeros((2, 4, 4, 4)), np.random.rand(2, 4, 4, 4)], -1).astype("float32"))
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    loss = tf.reduce_sum(tf.sin(layers.GroupNorm(8)(x)))  # group size 1: the zero channels have zero norm
+  assert np.isfinite(tape.gradient(loss, x).numpy()).all()
+  with pytest.raises(ValueError, match="12 channels cannot be split into 5 groups"):
+    layers.GroupNorm(5)(np.zeros((1, 2, 2, 12), "float32"))
+
+
 @pytest.mark.parametrize("placement", adapters.PLACEMENTS)
 def test_fresh_adapter_expert_equals_generalist_exactly(placement):
   plain = resnet_v2.build_backbone(TINY, name="plain")

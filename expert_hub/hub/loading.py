@@ -19,7 +19,7 @@ from expert_hub.hub import registry as registry_lib
 ALLOWED_OPS = frozenset("""
 Abs Add AddN AddV2 ArgMax ArgMin Assert AssignVariableOp AvgPool BatchMatMulV2 BiasAdd BroadcastArgs BroadcastTo
 Cast Ceil ClipByValue ConcatV2 Const Conv2D Conv2DBackpropInput Cumsum DepthwiseConv2dNative DisableCopyOnRead Div
-DivNoNan Einsum Elu Enter Equal Erf Exit Exp ExpandDims Fill Floor FloorDiv FloorMod FusedBatchNorm
+DivNoNan Einsum Elu Enter Equal Erf EuclideanNorm Exit Exp ExpandDims Fill Floor FloorDiv FloorMod FusedBatchNorm
 FusedBatchNormV3 GatherV2 Greater GreaterEqual Identity IdentityN If L2Loss LeakyRelu Less LessEqual Log
 LogSoftmax LogicalAnd LogicalNot LogicalOr LoopCond MatMul MatrixBandPart Max MaxPool Maximum Mean Merge Min
 Minimum MirrorPad Mod Mul Neg NextIteration NoOp NotEqual OneHot OnesLike Pack Pad PadV2 PartitionedCall

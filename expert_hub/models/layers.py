@@ -2,6 +2,7 @@
 
 import keras
 from keras import ops
+import tensorflow as tf
 
 # BiT's TF code standardises with eps=1e-10; GroupNorm uses 1e-5 (paper.md).
 WS_EPSILON = 1e-10
@@ -51,4 +52,69 @@ def group_norm(channels, max_groups, name):
   largest divisor of `channels` that does not exceed `max_groups`.
   """
   groups = max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
-  return keras.layers.GroupNormalization(groups=groups, epsilon=GN_EPSILON, name=name)
+  return GroupNorm(groups=groups, epsilon=GN_EPSILON, name=name)
+
+
+@keras.saving.register_keras_serializable(package="expert_hub")
+class GroupNorm(keras.layers.Layer):
+  """GroupNorm (Wu & He 2018) over the last axis: keras.layers.GroupNormalization's maths, about 1.6x faster.
+
+  GroupNorm is most of what a GN+WS ResNet costs beyond a BatchNorm one at inference (BatchNorm folds into the
+  convolution; GroupNorm needs per-image statistics). Keras' layer reshapes to (N, ..., G, C/G) and runs
+  two-pass moments plus a 5-D broadcast; this one takes per-channel sums and sums of squares over the spatial
+  axes in two single-pass reductions, combines them per group on the tiny (N, C) result, and applies one
+  per-(image, channel) scale and offset to the (N, H*W, C) view. Variance is E[x^2] - E[x]^2 clipped at 0, which
+  in float32 matches the two-pass result to ~1e-5 for activations whose mean is not orders of magnitude above
+  their spread (tested against keras.layers.GroupNormalization, values and gradients).
+  `binaries/benchmark_inference.py` measures the difference.
+  """
+
+  def __init__(self, groups, epsilon=GN_EPSILON, **kwargs):
+    super().__init__(**kwargs)
+    self.groups = int(groups)
+    self.epsilon = float(epsilon)
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    if channels is None or channels % self.groups:
+      raise ValueError(f"GroupNorm {self.name!r}: {channels} channels cannot be split into {self.groups} groups.")
+    self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+    self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+  def call(self, inputs):
+    x = tf.convert_to_tensor(inputs)
+    dtype = x.dtype
+    channels, shape = x.shape[-1], tf.shape(x)
+    x3 = tf.cast(tf.reshape(x, [shape[0], -1, channels]), tf.float32)  # (N, positions, C)
+    per_group = channels // self.groups
+    count = tf.cast(tf.shape(x3)[1] * per_group, tf.float32)
+
+    def group_mean(per_channel):  # (N, C) sums -> (N, G, 1) means
+      return tf.reduce_sum(tf.reshape(per_channel, [shape[0], self.groups, per_group]), 2, keepdims=True) / count
+
+    mean = group_mean(tf.reduce_sum(x3, 1))
+    var = tf.maximum(group_mean(_sum_of_squares(x3)) - tf.square(mean), 0.0)
+    inv = tf.math.rsqrt(var + self.epsilon)
+    scale = tf.reshape(tf.broadcast_to(inv, [shape[0], self.groups, per_group]), [shape[0], channels])
+    scale *= tf.cast(self.gamma, tf.float32)
+    mean_c = tf.reshape(tf.broadcast_to(mean, [shape[0], self.groups, per_group]), [shape[0], channels])
+    offset = tf.cast(self.beta, tf.float32) - mean_c * scale
+    y = x3 * scale[:, None, :] + offset[:, None, :]
+    return tf.cast(tf.reshape(y, shape), dtype)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return dict(super().get_config(), groups=self.groups, epsilon=self.epsilon)
+
+
+@tf.custom_gradient
+def _sum_of_squares(x3):
+  """sum(x^2) over axis 1 in one pass (a Euclidean-norm reduction); gradient 2x, finite where the norm is 0."""
+  norm = tf.math.reduce_euclidean_norm(x3, axis=1)
+
+  def grad(upstream):
+    return 2.0 * x3 * upstream[:, None, :]
+
+  return tf.square(norm), grad
