@@ -41,6 +41,34 @@ def test_duplicates_do_not_leak_self():
   assert knn.leave_one_out_accuracy(features, labels, 1, "exact")[0] == 0.0
 
 
+def test_query_subsets_agree_with_the_full_search():
+  rng = np.random.RandomState(0)
+  x = knn.l2_normalize(rng.randn(300, 8))
+  index = knn.NeighbourIndex(x, 3, "exact")
+  ids = rng.choice(300, 40, replace=False)
+  np.testing.assert_array_equal(index.neighbours(ids), index.neighbours()[ids])
+  assert not (index.neighbours(ids) == ids[:, None]).any()
+
+
+def test_auto_is_exact_for_small_tasks_and_the_ann_index_keeps_accuracy():
+  assert knn.resolve_backend("auto", 1000) == "exact"
+  if not knn.scann_available():
+    pytest.skip("ScaNN is not installed on this platform")
+  assert knn.resolve_backend("auto", knn.ANN_MIN_EXAMPLES) == "scann_ah"
+  rng = np.random.RandomState(1)
+  labels = rng.randint(0, 10, 4000)
+  features = np.maximum(rng.randn(10, 64)[labels] + 2.5 * rng.randn(4000, 64), 0)  # ReLU-like features
+  exact, _ = knn.leave_one_out_accuracy(features, labels, k=1, backend="exact")
+  approx, used = knn.leave_one_out_accuracy(features, labels, k=1, backend="scann_ah")
+  assert used == "scann_ah"
+  assert 0.3 < exact < 0.9
+  assert abs(approx - exact) < 0.05
+  x = knn.l2_normalize(features)
+  truth = knn.NeighbourIndex(x, 1, "exact").neighbours()
+  found = knn.NeighbourIndex(x, 1, "scann_ah", leaves_to_search=0.3).neighbours()
+  assert (found == truth).mean() > 0.85  # recall@1 of the approximate index
+
+
 def test_bad_inputs_are_named():
   with pytest.raises(ValueError, match="k=10"):
     knn.leave_one_out_accuracy(np.zeros([5, 2]), np.zeros(5, int), k=10)
@@ -48,6 +76,8 @@ def test_bad_inputs_are_named():
     knn.leave_one_out_accuracy(np.ones([5, 2]), np.zeros(5, int), backend="faiss")
   with pytest.raises(ValueError, match=r"labels have shape \(4,\)"):
     knn.leave_one_out_accuracy(np.ones([5, 2]), np.zeros(4, int))
+  with pytest.raises(ValueError, match="leaves_to_search=0"):
+    knn.NeighbourIndex(np.ones([5, 2]), 1, "exact", leaves_to_search=0)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,22 @@
-"""Leave-one-out kNN accuracy, the paper's performance proxy, with ScaNN or exact search.
+"""Leave-one-out kNN accuracy, the paper's performance proxy, with exact search or a ScaNN index.
 
 Features are L2-normalised so the dot product is cosine similarity. Each example's k nearest *other*
 examples vote (majority; ties go to the label of the nearest tied neighbour). The self-match is removed by
 index, not by position, so duplicates and ties are handled.
+
+Backends: "exact" (chunked numpy matmul), "scann" (ScaNN brute force: exact, for platforms where it is faster),
+"scann_ah" (ScaNN tree + anisotropic hashing + exact re-ranking: approximate, for large tasks) and "auto", which
+searches exactly below ANN_MIN_EXAMPLES examples (a VTAB-1k task has 1,000) and uses scann_ah above it when
+ScaNN imports. `binaries/benchmark_knn.py` measures where the index pays (speed and accuracy side by side).
 """
+
+import math
 
 import numpy as np
 
-BACKENDS = ("auto", "scann", "exact")
+BACKENDS = ("auto", "exact", "scann", "scann_ah")
+# Below this many examples exact search is fast (seconds) and ScaNN's tree training does not pay for itself.
+ANN_MIN_EXAMPLES = 50_000
 _CHUNK = 2048
 
 
@@ -24,30 +33,82 @@ def l2_normalize(x):
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def exact_neighbours(x, k):
-  """Indices [N, k] of each row's k most similar other rows (dot product), by chunked matmul."""
+def resolve_backend(backend, num_examples):
+  """The backend "auto" stands for at this size: exact below ANN_MIN_EXAMPLES, else scann_ah if importable."""
+  if backend not in BACKENDS:
+    raise ValueError(f"Unknown kNN backend {backend!r}; expected one of {BACKENDS}.")
+  if backend != "auto":
+    return backend
+  return "scann_ah" if num_examples >= ANN_MIN_EXAMPLES and scann_available() else "exact"
+
+
+class NeighbourIndex:
+  """Each query row's k most similar *other* rows of x (dot product on L2-normalised rows).
+
+  Building and searching are separate so that benchmarks can time them apart; `neighbours` takes the row ids
+  of the queries (a subset is allowed), so the self-match is dropped by index for every backend.
+  """
+
+  def __init__(self, x, k, backend="exact", leaves_to_search=0.1, reorder=100, training_sample_size=50_000):
+    """x: [N, D] L2-normalised rows. backend: "exact", "scann" or "scann_ah" ("auto" via resolve_backend).
+
+    For scann_ah: a tree of sqrt(N) leaves trained on at most training_sample_size rows, the fraction
+    `leaves_to_search` of them searched per query, anisotropic hashing on 2-dimensional blocks, and the best
+    `reorder` candidates re-scored exactly.
+    """
+    self.x, self.k, self.backend = np.asarray(x, np.float32), int(k), resolve_backend(backend, len(x))
+    n = self.x.shape[0]
+    if not 1 <= self.k < n:
+      raise ValueError(f"k={k}; expected 1 <= k < num_examples ({n}).")
+    if not 0.0 < leaves_to_search <= 1.0:
+      raise ValueError(f"leaves_to_search={leaves_to_search}; expected a fraction in (0, 1].")
+    self.searcher = None
+    if self.backend in ("scann", "scann_ah"):
+      import scann  # pylint: disable=g-import-not-at-top
+      builder = scann.scann_ops_pybind.builder(self.x, self.k + 1, "dot_product")
+      if self.backend == "scann":
+        builder = builder.score_brute_force()
+      else:
+        num_leaves = max(2, int(math.sqrt(n)))
+        builder = builder.tree(num_leaves=num_leaves,
+                               num_leaves_to_search=max(1, int(round(leaves_to_search * num_leaves))),
+                               training_sample_size=min(n, training_sample_size))
+        builder = builder.score_ah(2, anisotropic_quantization_threshold=0.2).reorder(max(reorder, self.k + 1))
+      self.searcher = builder.build()
+
+  def neighbours(self, query_ids=None):
+    """[Q, k] neighbour row ids for the rows `query_ids` (all rows when None), nearest first, self excluded."""
+    ids = np.arange(self.x.shape[0]) if query_ids is None else np.asarray(query_ids, np.int64)
+    if self.searcher is None:
+      return _exact(self.x, ids, self.k)
+    nb, _ = self.searcher.search_batched_parallel(self.x[ids], final_num_neighbors=self.k + 1)
+    nb = np.asarray(nb, np.int64)
+    is_self = nb == ids[:, None]
+    is_self[~is_self.any(axis=1), -1] = True  # self missing from the list: drop the farthest instead
+    return nb[~is_self].reshape(len(ids), self.k)
+
+
+def _exact(x, ids, k):
   n = x.shape[0]
-  out = np.empty([n, k], np.int64)
-  for start in range(0, n, _CHUNK):
-    sims = x[start:start + _CHUNK] @ x.T
-    rows = np.arange(sims.shape[0])
-    sims[rows, start + rows] = -np.inf
+  out = np.empty([len(ids), k], np.int64)
+  for start in range(0, len(ids), _CHUNK):
+    chunk = ids[start:start + _CHUNK]
+    sims = x[chunk] @ x.T
+    sims[np.arange(len(chunk)), chunk] = -np.inf
     part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.argsort(-sims, axis=1)[:, :k]
     order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
-    out[start:start + _CHUNK] = np.take_along_axis(part, order, axis=1)
+    out[start:start + len(chunk)] = np.take_along_axis(part, order, axis=1)
   return out
+
+
+def exact_neighbours(x, k):
+  """Indices [N, k] of each row's k most similar other rows (dot product), by chunked matmul."""
+  return NeighbourIndex(x, k, "exact").neighbours()
 
 
 def scann_neighbours(x, k):
   """Same as exact_neighbours with ScaNN's exact brute-force search (scann_ops_pybind)."""
-  import scann  # pylint: disable=g-import-not-at-top
-  n = x.shape[0]
-  searcher = scann.scann_ops_pybind.builder(x, k + 1, "dot_product").score_brute_force().build()
-  nb, _ = searcher.search_batched_parallel(x, final_num_neighbors=k + 1)
-  nb = np.asarray(nb, np.int64)
-  is_self = nb == np.arange(n)[:, None]
-  is_self[~is_self.any(axis=1), -1] = True  # self missing from the list: drop the farthest instead
-  return nb[~is_self].reshape(n, k)
+  return NeighbourIndex(x, k, "scann").neighbours()
 
 
 def vote(neighbour_labels):
@@ -70,7 +131,7 @@ def leave_one_out_accuracy(features, labels, k=1, backend="auto"):
     features: [N, D] array.
     labels: [N] integer labels.
     k: neighbours per vote (1 <= k < N).
-    backend: "auto" (ScaNN if importable, else exact numpy), "scann" or "exact".
+    backend: one of BACKENDS; "auto" is exact below ANN_MIN_EXAMPLES examples and scann_ah above.
 
   Returns:
     (accuracy, backend actually used).
@@ -83,10 +144,5 @@ def leave_one_out_accuracy(features, labels, k=1, backend="auto"):
     raise ValueError(f"labels have shape {labels.shape}; expected ({features.shape[0]},) to match features.")
   if not 1 <= k < features.shape[0]:
     raise ValueError(f"k={k}; expected 1 <= k < num_examples ({features.shape[0]}).")
-  if backend not in BACKENDS:
-    raise ValueError(f"Unknown kNN backend {backend!r}; expected one of {BACKENDS}.")
-  if backend == "auto":
-    backend = "scann" if scann_available() else "exact"
-  x = l2_normalize(features)
-  nb = scann_neighbours(x, k) if backend == "scann" else exact_neighbours(x, k)
-  return float(np.mean(vote(labels[nb]) == labels)), backend
+  index = NeighbourIndex(l2_normalize(features), k, resolve_backend(backend, features.shape[0]))
+  return float(np.mean(vote(labels[index.neighbours()]) == labels)), index.backend
