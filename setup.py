@@ -27,6 +27,9 @@ BINARIES = {
     "expert-hub-import-bit": "binaries.import_bit:run",
     "expert-hub-benchmark-packing": "binaries.benchmark_packing:run",
     "expert-hub-benchmark-inference": "binaries.benchmark_inference:run",
+    "expert-hub-benchmark-knn": "binaries.benchmark_knn:run",
+    "expert-hub-benchmark-transfer-cost": "binaries.benchmark_transfer_cost:run",
+    "expert-hub-run-vtab": "binaries.run_vtab:run",
 }
 
 setuptools.setup(

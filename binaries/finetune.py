@@ -15,6 +15,7 @@ from expert_hub import flags_common
 from expert_hub import io_utils
 from expert_hub.selection import select
 from expert_hub.tasks import sources
+from expert_hub.train import strategies
 from expert_hub.transfer import finetune
 
 FLAGS = flags.FLAGS
@@ -29,6 +30,7 @@ flags.mark_flags_as_required(["task", "expert", "workdir"])
 
 def main(argv):
   del argv
+  strategy = strategies.make_strategy(FLAGS.strategy)  # first: multi_worker must start before other TF ops
   flags_common.setup_logging()
   cfg = flags_common.load_config()
   ft = cfg.finetune
@@ -42,7 +44,7 @@ def main(argv):
     expert = io_utils.read_json(path)["selected"]
   task = sources.get_task(FLAGS.task, FLAGS.data_dir, FLAGS.image_size or cfg.upstream.image_size)
   export_dirs = [FLAGS.export_dir] if FLAGS.export_dir else None
-  result = finetune.finetune(expert, task, ft, FLAGS.workdir, export_dirs=export_dirs)
+  result = finetune.finetune(expert, task, ft, FLAGS.workdir, export_dirs=export_dirs, strategy=strategy)
   print(f"{result['expert']} on {result['task']}: test accuracy {result['test_accuracy']:.4f}")
 
 

@@ -1,6 +1,11 @@
-r"""Ranks experts for a task by leave-one-out kNN accuracy on its training images; writes selection.json.
+r"""Ranks experts for a task by performance proxies on its training images; writes selection.json.
+
+The default proxy is leave-one-out kNN accuracy; --proxy names others, several comma-separated, each ranked in
+selection.json (the first one selects): knn, linear_probe, logme, hscore, nce, leep, domain_prediction,
+generalist, random, with parameters as "knn(k=3, metric=euclidean)" (see expert_hub/selection/proxies.py).
 
   python binaries/select_expert.py --task=world/shapes_novel --export_dir=/tmp/experts --workdir=/tmp/sel
+  python binaries/select_expert.py --task=world/shapes_novel --proxy=knn,logme,leep,domain_prediction ...
   python binaries/select_expert.py --task=folder:/data/my_task --export_dir=/tmp/experts --workdir=/tmp/sel
   python binaries/select_expert.py --task=tfds:cifar100 --split='train[:1000]' --data_dir=... ...
 """
@@ -20,7 +25,14 @@ flags.DEFINE_string("task", None, "world/<task>, tfds:<name> or folder:<path>.")
 flags.DEFINE_list("experts", None, "Expert names/paths to rank (default: every expert in --export_dir).")
 flags.DEFINE_string("split", None, "Task split to embed (default: the config's, train800val200).")
 flags.DEFINE_integer("k", None, "Neighbours per vote (default: the config's, 1).")
-flags.DEFINE_enum("backend", None, ["auto", "scann", "exact"], "kNN search backend.")
+flags.DEFINE_enum("backend", None, ["auto", "exact", "scann", "scann_ah"], "kNN search backend.")
+flags.DEFINE_string("proxy", None, "Proxies, comma-separated, first one selects: "
+                    f"{', '.join(select.PROXIES)}; e.g. 'knn,logme,leep' or 'knn(k=3),random(seed=1)' "
+                    "(default: the config's, knn).")
+flags.DEFINE_string("generalist", None, "Generalist handle for domain_prediction and the generalist reference "
+                    "(default: the export dir's generalist of the experts' upstream).")
+flags.DEFINE_bool("strict_proxies", False, "Fail when a proxy lacks an input for an expert (e.g. NCE/LEEP and an "
+                  "expert without a logits endpoint) instead of recording it under 'skipped'.")
 flags.DEFINE_integer("image_size", None, "Resize task images to this (default: the config's upstream size).")
 flags.mark_flags_as_required(["task", "workdir", "export_dir"])
 
@@ -30,15 +42,21 @@ def main(argv):
   flags_common.setup_logging()
   cfg = flags_common.load_config()
   sel = cfg.selection
-  overrides = {k: v for k, v in (("split", FLAGS.split), ("k", FLAGS.k), ("backend", FLAGS.backend)) if v}
+  overrides = {k: v for k, v in (("split", FLAGS.split), ("k", FLAGS.k), ("backend", FLAGS.backend),
+                                 ("proxy", FLAGS.proxy)) if v}
   sel = configs.replace(sel, **overrides)
   image_size = FLAGS.image_size or cfg.upstream.image_size
   task = sources.get_task(FLAGS.task, FLAGS.data_dir, image_size)
   experts = FLAGS.experts or registry.Registry([FLAGS.export_dir]).expert_handles()
-  result = select.select_expert(task, experts, sel, FLAGS.workdir, image_size, export_dirs=[FLAGS.export_dir])
-  for r in result["ranking"]:
-    print(f"{r['score']:.4f}  {r['expert']}")
-  print(f"selected: {result['selected']}")
+  result = select.select_expert(task, experts, sel, FLAGS.workdir, image_size, export_dirs=[FLAGS.export_dir],
+                                generalist=FLAGS.generalist, strict=FLAGS.strict_proxies)
+  for label, record in result["proxies"].items():
+    print(f"== {label}: selected {record['selected']}")
+    for r in record["ranking"]:
+      print(f"{r['score']:10.4f}  {r['expert']}")
+    for expert, why in record["skipped"].items():
+      print(f"   skipped  {expert}: {why}")
+  print(f"selected ({result['proxy']}): {result['selected']}")
 
 
 def run():

@@ -22,13 +22,14 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv):
   del argv
+  strategy = strategies.make_strategy(FLAGS.strategy)  # first: multi_worker must start before other TF ops
   flags_common.setup_logging()
   cfg = flags_common.load_config()
   if FLAGS.steps:
     cfg = flags_common.configs.replace(cfg, **{"experts.full.steps": FLAGS.steps,
                                                "experts.adapter.steps": FLAGS.steps})
   results = experts.train_experts(cfg, FLAGS.data_dir, FLAGS.workdir, kinds=FLAGS.kinds, names=FLAGS.experts,
-                                  strategy=strategies.make_strategy(FLAGS.strategy))
+                                  strategy=strategy)
   for kind, by_name in results.items():
     for name, info in by_name.items():
       print(f"{kind:8s} {name:20s} eval precision@1 {info['train'].get('eval_precision_at_1')}")

@@ -19,11 +19,12 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv):
   del argv
+  strategy = strategies.make_strategy(FLAGS.strategy)  # first: multi_worker must start before other TF ops
   flags_common.setup_logging()
   cfg = flags_common.load_config()
   if FLAGS.steps:
     cfg = flags_common.configs.replace(cfg, **{"generalist.steps": FLAGS.steps})
-  info = upstream.train_generalist(cfg, FLAGS.data_dir, FLAGS.workdir, strategies.make_strategy(FLAGS.strategy))
+  info = upstream.train_generalist(cfg, FLAGS.data_dir, FLAGS.workdir, strategy)
   print(f"generalist: {info['train']}")
 
 

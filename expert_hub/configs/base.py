@@ -103,9 +103,10 @@ class SelectionConfig:
   """Expert selection by a performance proxy on the task's labelled training images.
 
   Attributes:
-    proxy: "knn" (leave-one-out kNN accuracy, the paper's proxy).
+    proxy: "knn" (leave-one-out kNN accuracy, the paper's proxy); see selection/proxies.py for the others.
     k: neighbours per vote.
-    backend: "auto" (ScaNN when installed, else exact numpy), "scann" or "exact".
+    backend: kNN search, one of selection/knn.py's BACKENDS: "auto" (exact below 50k examples, ScaNN tree + AH
+      above), "exact", "scann" (brute force) or "scann_ah".
     split: the task split that is embedded (never the test split).
     batch_size: embedding batch size.
   """

@@ -31,7 +31,7 @@ from expert_hub.models import layers
 from expert_hub.models import weights as weights_lib
 
 METADATA_FILE = "expert.json"
-KINDS = ("generalist", "full", "adapter")  # plus "pack" for export_pack
+KINDS = ("generalist", "full", "adapter", "dat")  # plus "pack" for export_pack; "dat": transfer/dat.py
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 

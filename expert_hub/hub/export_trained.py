@@ -42,28 +42,32 @@ def export_trained(workdir, export_dir, version=1, names=None, skip_existing=Tru
   """
   out = {}
   for folder in trained_model_dirs(workdir):
-    info = upstream.read_model_info(folder)
-    name = module_name(info)
-    if names and name not in names:
-      continue
-    path = export.module_dir(export_dir, info["upstream"], name, version)
-    if os.path.exists(path) and skip_existing:
-      log.info("Module %s already exported at %s; keeping it.", name, path)
-      out[name] = path
-      continue
-    classifier = upstream.model_from_info(info, folder)
-    metadata = {"kind": info["kind"], "node": info.get("node"), "labels": info["labels"],
-                "label_names": info.get("label_names"),
-                "image_size": info["image_size"], "model": info["model"], "adapter": info.get("adapter"),
-                "num_images": info.get("num_images"), "train": info.get("train")}
-    out[name] = export.export_module(resnet_v2.get_backbone(classifier), export_dir, info["upstream"], name,
-                                     version, metadata, head=classifier.get_layer("head"))
-    log.info("Exported %s -> %s", name, out[name])
+    name = module_name(upstream.read_model_info(folder))
+    if not names or name in names:
+      out[name] = export_model_dir(folder, export_dir, name, version, skip_existing)
   if names:
     missing = sorted(set(names) - set(out))
     if missing:
       raise KeyError(f"No trained model named {missing} in {workdir!r}.")
   return out
+
+
+def export_model_dir(folder, export_dir, name, version=1, skip_existing=True):
+  """Exports one trained model folder (model.json + weights.npz) as module `name`; returns its path."""
+  info = upstream.read_model_info(folder)
+  path = export.module_dir(export_dir, info["upstream"], name, version)
+  if os.path.exists(path) and skip_existing:
+    log.info("Module %s already exported at %s; keeping it.", name, path)
+    return path
+  classifier = upstream.model_from_info(info, folder)
+  metadata = {"kind": info["kind"], "node": info.get("node"), "labels": info["labels"],
+              "label_names": info.get("label_names"),
+              "image_size": info["image_size"], "model": info["model"], "adapter": info.get("adapter"),
+              "num_images": info.get("num_images"), "train": info.get("train")}
+  path = export.export_module(resnet_v2.get_backbone(classifier), export_dir, info["upstream"], name, version,
+                              metadata, head=classifier.get_layer("head"))
+  log.info("Exported %s -> %s", name, path)
+  return path
 
 
 def export_pack(workdir, export_dir, version=1, pack_name="adapters"):

@@ -84,7 +84,9 @@ class GroupNorm(keras.layers.Layer):
   def call(self, inputs):
     x = tf.convert_to_tensor(inputs)
     dtype = x.dtype
-    channels, shape = x.shape[-1], tf.shape(x)
+    channels = x.shape[-1]
+    # Static sizes where known, so that shapes (and FLOP counts, cost.py) stay known after the reshapes.
+    shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]
     x3 = tf.cast(tf.reshape(x, [shape[0], -1, channels]), tf.float32)  # (N, positions, C)
     per_group = channels // self.groups
     count = tf.cast(tf.shape(x3)[1] * per_group, tf.float32)

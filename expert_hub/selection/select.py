@@ -1,68 +1,266 @@
-"""Choosing an expert for a task without touching upstream data: embed, score by kNN, rank.
+"""Choosing an expert for a task without touching upstream data: embed, score by one or more proxies, rank.
+
+`cfg.proxy` (or the `proxies` argument) names the proxies, "knn" by default, several comma-separated
+("knn,logme,leep"; see proxies.py for the names and their parameters). Each expert is loaded once; its features
+are computed when some proxy needs them, its upstream logits when NCE or LEEP is asked for, and the generalist's
+logits once when Domain Prediction is. The first proxy decides "selected".
+
+A proxy that lacks an input for an expert (NCE/LEEP for an expert without a `logits` endpoint, such as a packed
+adapter expert; Domain Prediction or the generalist reference when no generalist is found) skips that expert and
+records why under "skipped"; with strict=True the MissingInputError (naming the expert and what is missing) is
+raised instead. If the first proxy can score no expert at all, selection fails.
 
 Writes `<workdir>/selection.json`:
-  {"task", "proxy", "k", "num_examples", "selected",
-   "ranking": [{"expert", "score", "embed_seconds", "knn_seconds"}, ...] (best first), "seconds"}
+  {"task", "proxy" (the first), "k", "num_examples", "split", "knn_backend", "selected",
+   "ranking": [{"expert", "score", "embed_seconds", "knn_seconds" (or "proxy_seconds")}, ...] (the first
+     proxy's, best first),
+   "proxies": {label: {"name", "params", "selected", "ranking": [{"expert", "score", "seconds", ...}, ...],
+                       "skipped": {expert: reason}, "seconds"}, ...} (every proxy, in the order asked),
+   "generalist", "input_seconds": {expert: {"embed", "logits"}}, "seconds"}
 """
 
 import logging
 import os
 import time
 
+import numpy as np
+import tensorflow as tf
+
 from expert_hub import io_utils
+from expert_hub.hub import export
+from expert_hub.hub import loading
 from expert_hub.hub import registry as registry_lib
 from expert_hub.selection import embed as embed_lib
-from expert_hub.selection import knn
+from expert_hub.selection import proxies as proxies_lib
 from expert_hub.train import trainer
 
 log = logging.getLogger(__name__)
-PROXIES = ("knn",)
+PROXIES = proxies_lib.PROXIES
 SELECTION_FILE = "selection.json"
+_NO_LOGITS = ("the module has no `logits` endpoint (packed adapter experts, modules exported without an upstream "
+              "head, and most published feature-vector modules have none)")
 
 
-def score_experts(task, experts, cfg, image_size, export_dirs=None):
-  """Scores each expert on the task's `cfg.split` with the kNN proxy.
+def _metadata(path):
+  """expert.json of a module path, or of one expert of a pack ("<path>#<expert>"); {} when there is none."""
+  base, _, packed = path.partition("#")
+  if base.startswith(registry_lib.URL_PREFIXES) or not os.path.exists(os.path.join(base, export.METADATA_FILE)):
+    return {}
+  info = export.read_metadata(base)
+  if packed:
+    return dict(info.get("experts", {}).get(packed, {}), upstream=info.get("upstream"))
+  return info
+
+
+def find_generalist(registry, expert_paths, handle=None):
+  """(path, None) of the generalist for these experts, or (None, why not).
+
+  With `handle`, that module. Otherwise the latest version of the registry's generalist of the experts' upstream
+  (read from their expert.json).
+  """
+  if handle:
+    return registry.resolve(handle), None
+  upstreams = {_metadata(p).get("upstream") for p in expert_paths} - {None}
+  if len(upstreams) != 1:
+    return None, (f"no generalist: the experts come from upstreams {sorted(upstreams)}, expected exactly one to "
+                  "find it by (pass generalist= / --generalist)")
+  upstream = upstreams.pop()
+  found = [e for e in registry.entries() if e.metadata.get("kind") == "generalist" and e.upstream == upstream]
+  if not found:
+    return None, (f"no generalist of upstream {upstream!r} in export dirs {registry.export_dirs} (pass "
+                  "generalist= / --generalist)")
+  return max(found, key=lambda e: e.version).path, None
+
+
+def _generalist_handle(registry, gen_path, paths, given):
+  """How rankings name the generalist: as the candidates name it if it is one, else as given, else as the
+  candidates name experts (a path if they were all given as paths, otherwise "upstream/name/version")."""
+  for expert, path in paths.items():
+    if path == gen_path:
+      return expert
+  if given:
+    return given
+  if all(e == p for e, p in paths.items()):
+    return gen_path
+  entry = next((e for e in registry.entries() if e.path == gen_path), None)
+  return entry.qualified_name if entry else gen_path
+
+
+def _logits(module, images, batch_size):
+  out = []
+  for start in range(0, len(images), batch_size):
+    out.append(module.logits(tf.constant(images[start:start + batch_size])).numpy())
+  return np.concatenate(out)
+
+
+def _generalist_inputs(handle, path, why_not, images, cfg, export_dirs, needs):
+  """(fields for ProxyInputs from the generalist, missing reasons, seconds)."""
+  fields, missing, t0 = {}, {}, time.time()
+  if "generalist_logits" not in needs:
+    return fields, missing, 0.0
+  if path is None:
+    missing["generalist_logits"] = missing["generalist_label_ids"] = why_not
+    return fields, missing, 0.0
+  module, _ = loading.load_module(path, export_dirs)
+  label_ids = _metadata(path).get("labels")
+  if not hasattr(module, "logits"):
+    missing["generalist_logits"] = f"generalist {handle!r}: {_NO_LOGITS}"
+  elif label_ids is None:
+    missing["generalist_label_ids"] = f"generalist {handle!r} lists no 'labels' in its expert.json"
+  else:
+    fields = {"generalist_logits": _logits(module, images, cfg.batch_size), "generalist_label_ids": label_ids}
+  return fields, missing, time.time() - t0
+
+
+def _expert_inputs(path, images, cfg, export_dirs, needs):
+  """(fields for ProxyInputs from one expert, missing reasons, embed seconds, logits seconds)."""
+  fields, missing = {}, {}
+  embed_seconds = logits_seconds = 0.0
+  if "label_ids" in needs:
+    label_ids = _metadata(path).get("labels")
+    if label_ids is None:
+      missing["label_ids"] = "its expert.json lists no upstream 'labels'"
+    fields["label_ids"] = label_ids
+  if needs & {"features", "logits"}:
+    t0 = time.time()
+    module, _ = loading.load_module(path, export_dirs)
+    if "features" in needs:
+      fields["features"] = embed_lib.embed(module, images, cfg.batch_size)
+    embed_seconds = time.time() - t0
+    if "logits" in needs:
+      t1 = time.time()
+      if hasattr(module, "logits"):
+        fields["logits"] = _logits(module, images, cfg.batch_size)
+      else:
+        missing["logits"] = _NO_LOGITS
+      logits_seconds = time.time() - t1
+  return fields, missing, embed_seconds, logits_seconds
+
+
+def _score(proxy, inputs, strict, record):
+  t0 = time.time()
+  try:
+    value, extras = proxy.score(inputs)
+  except proxies_lib.MissingInputError as e:
+    if strict:
+      raise
+    record["skipped"][inputs.expert] = str(e)
+    return None
+  seconds = time.time() - t0
+  record["ranking"].append(dict({"expert": inputs.expert, "score": round(value, 6), "seconds": round(seconds, 4)},
+                                **extras))
+  record["seconds"] += seconds
+  return value
+
+
+def score_proxies(task, experts, cfg, image_size, export_dirs=None, proxies=None, generalist=None, strict=False):
+  """Scores each expert on the task's `cfg.split` with every requested proxy.
 
   Args:
     task: a tasks.Task.
-    experts: list of expert handles (names, paths or URLs).
-    cfg: a SelectionConfig.
+    experts: list of expert handles (names, paths, URLs or "<pack>#<expert>").
+    cfg: a SelectionConfig; `cfg.proxy` names the proxies unless `proxies` does; `cfg.k` and `cfg.backend` are
+      knn's defaults.
     image_size: side the task images are resized to before embedding.
     export_dirs: where names are looked up.
+    proxies: a spec string ("knn,logme,leep") or a list of them; None for cfg.proxy.
+    generalist: the generalist's handle for Domain Prediction and the generalist reference; None to find it in
+      the registry by the experts' upstream.
+    strict: raise MissingInputError where a proxy lacks an input, instead of recording a skip.
 
   Returns:
-    (ranking best first, number of examples, kNN backend used).
+    {"proxies": {label: record}, "order": [labels], "num_examples", "generalist" (its handle or None),
+     "generalist_seconds", "input_seconds": {expert: {"embed", "logits"}}}.
+
+  Raises:
+    ValueError: unknown proxies or parameters, no experts.
+    KeyError: an unknown expert name (before any work).
   """
-  if cfg.proxy not in PROXIES:
-    raise ValueError(f"Unknown proxy {cfg.proxy!r}; expected one of {PROXIES}.")
+  parsed = proxies_lib.parse_proxies(cfg.proxy if proxies is None else proxies,
+                                     defaults={"knn": {"k": cfg.k, "backend": cfg.backend}})
   if not experts:
     raise ValueError("No experts to select from; export some first (export_experts) or pass --experts.")
   registry = registry_lib.Registry(export_dirs)
   paths = {e: registry.resolve(e) for e in experts}  # Fail on an unknown name before any work.
+  needs = set().union(*(p.requires for p in parsed))
+  gen_path, gen_handle, why_not = None, None, None
+  if needs & {"generalist_logits", "is_generalist"}:
+    gen_path, why_not = find_generalist(registry, list(paths.values()), generalist)
+    if gen_path is not None:
+      gen_handle = _generalist_handle(registry, gen_path, paths, generalist)
   images, labels = embed_lib.prepare_images(task, cfg.split, image_size)
-  ranking, backend = [], None
+  gen_fields, gen_missing, gen_seconds = _generalist_inputs(gen_handle, gen_path, why_not, images, cfg, export_dirs,
+                                                            needs)
+  if gen_path is None and why_not:
+    gen_missing["is_generalist"] = why_not
+  records = {p.label: {"name": p.name, "params": {k: list(v) if isinstance(v, tuple) else v  # as JSON reads back
+                                                  for k, v in p.params.items()},
+                       "ranking": [], "skipped": {}, "seconds": 0.0} for p in parsed}
+  input_seconds = {}
   start = time.time()
   for i, (expert, path) in enumerate(paths.items()):
     t0 = time.time()
-    features, embed_seconds = embed_lib.timed_embed(path, images, cfg.batch_size, export_dirs)
-    t1 = time.time()
-    score, backend = knn.leave_one_out_accuracy(features, labels, cfg.k, cfg.backend)
-    knn_seconds = time.time() - t1
-    ranking.append({"expert": expert, "score": round(score, 4), "embed_seconds": round(embed_seconds, 3),
-                    "knn_seconds": round(knn_seconds, 3)})
+    fields, missing, embed_seconds, logits_seconds = _expert_inputs(path, images, cfg, export_dirs, needs)
+    input_seconds[expert] = {"embed": round(embed_seconds, 3), "logits": round(logits_seconds, 3)}
+    inputs = proxies_lib.ProxyInputs(
+        labels=labels, expert=expert, task=task.name, is_generalist=None if gen_path is None else path == gen_path,
+        missing=dict(gen_missing, **missing), **gen_fields, **fields)
+    scores = {p.label: _score(p, inputs, strict, records[p.label]) for p in parsed}
     eta = (time.time() - start) / (i + 1) * (len(paths) - i - 1)
-    log.info("[select %s] %d/%d %s: kNN=%.4f (%.0f img/s) ETA %s", task.name, i + 1, len(paths), expert, score,
+    shown = ", ".join(f"{k}={v:.4f}" if v is not None else f"{k}=skipped" for k, v in scores.items())
+    log.info("[select %s] %d/%d %s: %s (%.0f img/s) ETA %s", task.name, i + 1, len(paths), expert, shown,
              len(images) / max(time.time() - t0, 1e-9), trainer.format_seconds(eta))
-  ranking.sort(key=lambda r: (-r["score"], r["expert"]))
-  return ranking, len(labels), backend
+  for proxy in parsed:
+    record = records[proxy.label]
+    if proxy.name == "generalist" and gen_path is not None and gen_path not in paths.values():
+      # The reference always picks the generalist, which is usually not among the candidate experts.
+      _score(proxy, proxies_lib.ProxyInputs(expert=gen_handle, task=task.name, is_generalist=True), strict, record)
+    record["ranking"].sort(key=lambda r: (-r["score"], r["expert"]))
+    record["selected"] = record["ranking"][0]["expert"] if record["ranking"] else None
+    record["seconds"] = round(record["seconds"], 3)
+  return {"proxies": records, "order": [p.label for p in parsed], "num_examples": len(labels),
+          "generalist": gen_handle, "generalist_seconds": round(gen_seconds, 3), "input_seconds": input_seconds}
 
 
-def select_expert(task, experts, cfg, workdir, image_size, export_dirs=None):
-  """Ranks experts for the task and writes `<workdir>/selection.json`; returns its content."""
+def score_experts(task, experts, cfg, image_size, export_dirs=None):
+  """The first proxy's ranking: (ranking best first, number of examples, kNN backend used or None)."""
+  scored = score_proxies(task, experts, cfg, image_size, export_dirs)
+  return _primary_ranking(scored), scored["num_examples"], _knn_backend(scored)
+
+
+def _knn_backend(scored):
+  for label in scored["order"]:
+    record = scored["proxies"][label]
+    if record["name"] == "knn" and record["ranking"]:
+      return record["ranking"][0]["backend"]
+  return None
+
+
+def _primary_ranking(scored):
+  record = scored["proxies"][scored["order"][0]]
+  if not record["ranking"]:
+    raise ValueError(f"Proxy {scored['order'][0]!r} could not score any expert, so it cannot select one: "
+                     f"{record['skipped']}")
+  key = "knn_seconds" if record["name"] == "knn" else "proxy_seconds"
+  return [{"expert": r["expert"], "score": r["score"],
+           "embed_seconds": scored["input_seconds"].get(r["expert"], {}).get("embed", 0.0), key: r["seconds"]}
+          for r in record["ranking"]]
+
+
+def select_expert(task, experts, cfg, workdir, image_size, export_dirs=None, proxies=None, generalist=None,
+                  strict=False):
+  """Ranks experts for the task by every proxy and writes `<workdir>/selection.json`; returns its content.
+
+  Arguments as in score_proxies; the first proxy decides "selected" and the top-level "ranking".
+  """
   t0 = time.time()
-  ranking, n, backend = score_experts(task, experts, cfg, image_size, export_dirs)
-  result = {"task": task.name, "proxy": cfg.proxy, "k": cfg.k, "num_examples": n, "split": cfg.split,
-            "knn_backend": backend, "selected": ranking[0]["expert"], "ranking": ranking,
+  scored = score_proxies(task, experts, cfg, image_size, export_dirs, proxies, generalist, strict)
+  ranking = _primary_ranking(scored)
+  primary = scored["order"][0]
+  result = {"task": task.name, "proxy": primary, "k": cfg.k, "num_examples": scored["num_examples"],
+            "split": cfg.split, "knn_backend": _knn_backend(scored), "selected": ranking[0]["expert"],
+            "ranking": ranking, "proxies": scored["proxies"], "generalist": scored["generalist"],
+            "generalist_seconds": scored["generalist_seconds"], "input_seconds": scored["input_seconds"],
             "seconds": round(time.time() - t0, 3)}
   io_utils.atomic_write_json(os.path.join(workdir, SELECTION_FILE), result)
   return result

@@ -4,6 +4,8 @@ Specs accepted wherever a task is (selection, fine-tuning, pipeline):
   world/<task>        a task of the embedded world (rendered on first use), e.g. world/shapes_novel
   tfds:<name>         a prepared TFDS dataset, e.g. tfds:cifar100 or tfds:eurosat/rgb
   folder:<path>       TFDS ImageFolder layout: <path>/<split>/<class>/<image>
+  vtab/<task>         a VTAB-1k task from its prepared TFDS dataset, e.g. vtab/clevr_count (see tasks/vtab.py;
+                      its labels, splits and channel tiling are VTAB's, images resized to image_size)
 
 For TFDS and folder tasks the VTAB split names map onto the source's splits: train800 -> train[:800],
 val200 -> train[800:1000], train800val200 -> train[:1000], test -> test; any other split string is passed to
@@ -16,8 +18,9 @@ import tensorflow_datasets as tfds
 
 from expert_hub.data import upstream as upstream_lib
 from expert_hub.tasks import base
+from expert_hub.tasks import vtab
 
-WORLD_PREFIX, TFDS_PREFIX, FOLDER_PREFIX = "world/", "tfds:", "folder:"
+WORLD_PREFIX, TFDS_PREFIX, FOLDER_PREFIX, VTAB_PREFIX = "world/", "tfds:", "folder:", "vtab/"
 _VTAB_FROM_TRAIN = {"train800": "train[:800]", "val200": "train[800:1000]", "train800val200": "train[:1000]"}
 
 
@@ -111,4 +114,7 @@ def get_task(spec, data_dir=None, image_size=32):
     return TfdsTask(spec[len(TFDS_PREFIX):], data_dir)
   if spec.startswith(FOLDER_PREFIX):
     return FolderTask(spec[len(FOLDER_PREFIX):])
-  raise ValueError(f"Unknown task spec {spec!r}; expected 'world/<task>', 'tfds:<name>' or 'folder:<path>'.")
+  if spec.startswith(VTAB_PREFIX):
+    return vtab.VtabTask(spec[len(VTAB_PREFIX):], data_dir, image_size)
+  raise ValueError(f"Unknown task spec {spec!r}; expected 'world/<task>', 'tfds:<name>', 'folder:<path>' or "
+                   "'vtab/<task>'.")

@@ -15,6 +15,7 @@ from expert_hub.data import experts as experts_lib
 from expert_hub.data import upstream as upstream_lib
 from expert_hub.models import adapters as adapters_lib
 from expert_hub.models import weights as weights_lib
+from expert_hub.train import strategies
 from expert_hub.train import trainer
 from expert_hub.train import upstream
 
@@ -27,8 +28,8 @@ def expert_dir(workdir, kind, name):
   return os.path.join(workdir, "experts", kind, name)
 
 
-def plan_experts(cfg, data_dir, workdir):
-  """Selects expert nodes by the config's rule and writes `<workdir>/experts.json`; returns ExpertNodes."""
+def plan_experts(cfg, data_dir, workdir, write=True):
+  """Selects expert nodes by the config's rule and writes `<workdir>/experts.json` (if `write`); returns them."""
   builder = upstream_lib.get_builder(cfg.upstream.tfds_name, data_dir)
   hierarchy = upstream_lib.load_hierarchy(cfg.upstream, builder)
   labels = upstream_lib.load_labels(builder, cfg.upstream.train_split, cfg.upstream.label_key)
@@ -40,10 +41,11 @@ def plan_experts(cfg, data_dir, workdir):
     raise ValueError(f"No hierarchy node holds min_images={e.min_images} upstream images at depth "
                      f"{e.min_depth}..{e.max_depth}; the largest non-root subtree has "
                      f"{max([c for n, c in counts.items() if n not in hierarchy.roots] or [0])}.")
-  io_utils.atomic_write_json(os.path.join(workdir, EXPERTS_FILE), {
-      "upstream": cfg.upstream.name, "hierarchy": hierarchy.name,
-      "experts": [{"name": n.expert_name, "node": n.node, "labels": list(n.labels), "num_images": n.num_images}
-                  for n in nodes]})
+  if write:
+    io_utils.atomic_write_json(os.path.join(workdir, EXPERTS_FILE), {
+        "upstream": cfg.upstream.name, "hierarchy": hierarchy.name,
+        "experts": [{"name": n.expert_name, "node": n.node, "labels": list(n.labels), "num_images": n.num_images}
+                    for n in nodes]})
   return nodes
 
 
@@ -68,7 +70,9 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
   generalist_dir = os.path.join(workdir, "generalist")
   generalist_info = upstream.read_model_info(generalist_dir)
   generalist_weights = weights_lib.load_weights(os.path.join(generalist_dir, upstream.WEIGHTS_FILE))
-  nodes = plan_experts(cfg, data_dir, workdir)
+  strategy = strategy or tf.distribute.get_strategy()
+  chief = strategies.is_chief(strategy)  # a multi-worker job's workers all train; only the chief writes
+  nodes = plan_experts(cfg, data_dir, workdir, write=chief)
   if names:
     known = {n.expert_name: n for n in nodes}
     unknown = [n for n in names if n not in known]
@@ -81,7 +85,6 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
   builder = upstream_lib.get_builder(cfg.upstream.tfds_name, data_dir)
   hierarchy = upstream_lib.load_hierarchy(cfg.upstream, builder)
   num_labels = generalist_info["num_labels"]
-  strategy = strategy or tf.distribute.get_strategy()
   results = {}
   for kind in kinds:
     todo = [n for n in nodes if not upstream.is_trained(expert_dir(workdir, kind, n.expert_name))]
@@ -110,12 +113,13 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
       result = trainer.fit(model, stream, train_cfg, out, name=f"{kind}/{node.expert_name}", strategy=strategy)
       result["eval_precision_at_1"] = upstream.evaluate_upstream(model, builder, cfg.upstream, num_labels,
                                                                  node.labels)
-      weights_lib.save_weights(model, os.path.join(out, upstream.WEIGHTS_FILE))
       info = dict(generalist_info, kind=kind, node=node.node, name=node.expert_name,
                   adapter=(None if adapter_cfg is None else
                            {"reduction": adapter_cfg.reduction, "placement": adapter_cfg.placement}),
                   labels=list(node.labels), label_names=[hierarchy.label_name(i) for i in node.labels],
                   num_images=node.num_images, train=result)
-      upstream.write_model_info(out, info)
+      if chief:
+        weights_lib.save_weights(model, os.path.join(out, upstream.WEIGHTS_FILE))
+        upstream.write_model_info(out, info)
       results[kind][node.expert_name] = info
   return results

@@ -4,6 +4,7 @@ import logging
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from expert_hub import io_utils
@@ -15,6 +16,7 @@ from expert_hub.models import resnet_v2
 from expert_hub.models import weights as weights_lib
 from expert_hub.train import losses
 from expert_hub.train import schedules
+from expert_hub.train import strategies
 from expert_hub.train import trainer
 
 log = logging.getLogger(__name__)
@@ -23,11 +25,16 @@ MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
 
 
-def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids=None, seed=0):
+def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids=None, seed=0,
+                         keep_probability=None):
   """`skip_batches -> dataset` of (images, multi-hot labels) batches; optionally only an expert's images.
 
   The stream is deterministic up to augmentation (fixed shuffle seed, file order), so skipping the consumed
   batches after a resume continues with the examples not yet seen in this pass.
+
+  keep_probability: optional [num_labels] array; each example is kept with the probability of its label (the
+    largest over its labels when multi-hot), drawn from a seeded stream after the repeat so every pass draws
+    afresh: importance re-sampling of the upstream data, as DAT-style transfer needs (transfer/dat.py).
   """
   size = upstream_cfg.image_size
   multi_hot = experts_lib.to_multi_hot(num_labels)
@@ -38,6 +45,8 @@ def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids
     if label_ids is not None:
       ds = ds.filter(experts_lib.make_subset_filter(label_ids, num_labels))
     ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
+    if keep_probability is not None:
+      ds = _resample(ds, keep_probability, seed)
     ds = ds.skip(skip_batches * train_cfg.batch_size)
 
     def prep(encoded, label):
@@ -52,6 +61,18 @@ def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids
     return ds.batch(train_cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
   return make
+
+
+def _resample(ds, keep_probability, seed):
+  keep = tf.constant(np.asarray(keep_probability, np.float32))
+
+  def kept(example, draw):
+    label = example[1]
+    p = tf.gather(keep, label) if label.shape.rank == 0 else tf.reduce_max(keep * tf.cast(label, tf.float32))
+    return tf.cast(draw % (1 << 24), tf.float32) / float(1 << 24) < p
+
+  ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed)))
+  return ds.filter(kept).map(lambda example, draw: example)
 
 
 def build_upstream_model(model_cfg, num_labels, train_cfg, adapter_cfg=None, freeze_trunk=False,
@@ -90,7 +111,8 @@ def is_trained(folder):
 def train_generalist(cfg, data_dir, workdir, strategy=None):
   """Trains the generalist on all upstream labels; writes `<workdir>/generalist/{weights.npz,model.json}`.
 
-  Skips the work if that folder already holds a finished model; resumes from its checkpoints otherwise.
+  Skips the work if that folder already holds a finished model; resumes from its checkpoints otherwise. Under a
+  multi-worker strategy every worker calls this alike and only the chief writes (see trainer.fit).
   """
   out = os.path.join(workdir, "generalist")
   if is_trained(out):
@@ -104,14 +126,15 @@ def train_generalist(cfg, data_dir, workdir, strategy=None):
   stream = make_upstream_stream(builder, cfg.upstream, cfg.generalist, hierarchy.num_labels)
   result = trainer.fit(model, stream, cfg.generalist, out, name="generalist", strategy=strategy)
   result["eval_precision_at_1"] = evaluate_upstream(model, builder, cfg.upstream, hierarchy.num_labels)
-  weights_lib.save_weights(model, os.path.join(out, WEIGHTS_FILE))
   info = {"kind": "generalist", "node": hierarchy.roots[0] if len(hierarchy.roots) == 1 else None,
           "model": cfg.model.to_dict(), "adapter": None, "num_labels": hierarchy.num_labels,
           "labels": list(range(hierarchy.num_labels)),
           "label_names": [hierarchy.label_name(i) for i in range(hierarchy.num_labels)],
           "upstream": cfg.upstream.name,
           "image_size": cfg.upstream.image_size, "train": result}
-  write_model_info(out, info)
+  if strategies.is_chief(strategy):  # a multi-worker job's other workers hold the same weights
+    weights_lib.save_weights(model, os.path.join(out, WEIGHTS_FILE))
+    write_model_info(out, info)
   return info
 
 

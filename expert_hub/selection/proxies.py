@@ -1,0 +1,530 @@
+"""Performance proxies: cheap scores that predict how well an expert will transfer to a task (higher is better).
+
+Every proxy has one interface: `Proxy.score(ProxyInputs) -> (score, extras)`. ProxyInputs carries the expert's
+features of the task's images and the task labels, plus what some proxies need besides: the expert's upstream
+`logits` (NCE, LEEP), the upstream label ids it covers and the generalist's upstream logits (Domain Prediction).
+A proxy whose input is absent raises MissingInputError naming the expert and the missing input; the selector
+records it as a skip (or re-raises it when asked to be strict).
+
+| name              | paper                                    | needs                                  |
+|-------------------|------------------------------------------|----------------------------------------|
+| knn               | Puigcerver et al. 2021 (the paper's)     | features, labels                       |
+| linear_probe      | (standard frozen-feature logistic probe) | features, labels                       |
+| logme             | You et al. 2021, Algorithm 1             | features, labels                       |
+| hscore            | Bao et al. 2019, Definition 2            | features, labels                       |
+| nce               | Tran et al. 2019, Eq. 2                  | expert logits (argmax = source label)  |
+| leep              | Nguyen et al. 2020, Eq. 1-2              | expert logits                          |
+| domain_prediction | paper.md (label-free)                    | generalist logits + expert label ids   |
+| generalist        | reference: always the generalist         | whether the candidate is the generalist|
+| random            | reference: a seeded random expert        | task and expert names                  |
+
+Proxies are named by a spec string, "name" or "name(key=value, ...)" (values are Python literals or bare words;
+parsed without eval), several separated by commas: "knn(k=3, metric=euclidean),logme,leep".
+"""
+
+import ast
+import dataclasses
+import inspect
+import re
+import zlib
+from typing import Any, Callable, Dict, FrozenSet, Optional, Sequence
+
+import numpy as np
+
+from expert_hub.selection import knn as knn_lib
+
+
+class MissingInputError(ValueError):
+  """A proxy cannot score an expert because an input it needs (e.g. a `logits` endpoint) is absent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyInputs:
+  """What a proxy may look at for one (task, expert) pair; None means "not available".
+
+  Attributes:
+    features: [N, D] the expert's features of the task's images.
+    labels: [N] integer task labels.
+    expert: the expert's handle (named in errors; seeds the random reference).
+    task: the task's name (seeds the random reference).
+    logits: [N, L] the expert's upstream logits (`module.logits(images)`), or None when it has no such endpoint.
+    label_ids: the L upstream label ids the expert covers (expert.json "labels"), or None.
+    generalist_logits: [N, G] the generalist's upstream logits of the same images, or None.
+    generalist_label_ids: the G upstream label ids of generalist_logits, or None.
+    is_generalist: whether this candidate is the generalist (the "generalist" reference); None when no
+      generalist is known.
+    missing: {input name: why it is absent}, quoted in MissingInputError.
+  """
+  features: Optional[np.ndarray] = None
+  labels: Optional[np.ndarray] = None
+  expert: str = ""
+  task: str = ""
+  logits: Optional[np.ndarray] = None
+  label_ids: Optional[Sequence[int]] = None
+  generalist_logits: Optional[np.ndarray] = None
+  generalist_label_ids: Optional[Sequence[int]] = None
+  is_generalist: Optional[bool] = False
+  missing: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _as_features_and_labels(features, labels):
+  features = np.asarray(features, np.float64)
+  labels = np.asarray(labels)
+  if features.ndim != 2:
+    raise ValueError(f"features have shape {features.shape}; expected [num_examples, dim].")
+  if labels.shape != (features.shape[0],):
+    raise ValueError(f"labels have shape {labels.shape}; expected ({features.shape[0]},) to match features.")
+  if features.shape[0] < 2:
+    raise ValueError(f"{features.shape[0]} example(s); a proxy needs at least 2.")
+  return features, labels
+
+
+def _softmax(logits):
+  logits = np.asarray(logits)
+  if not np.issubdtype(logits.dtype, np.floating):
+    logits = logits.astype(np.float64)
+  z = np.exp(logits - logits.max(axis=1, keepdims=True))
+  return z / z.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------- kNN
+KNN_METRICS = ("cosine", "euclidean")
+
+
+def knn_accuracy(features, labels, k=1, metric="cosine", backend="auto"):
+  """Leave-one-out k-NN accuracy (Puigcerver et al. 2021's proxy): each example is classified by its k nearest
+  *other* examples (majority vote, ties to the nearest tied neighbour).
+
+  metric "cosine" goes through knn.leave_one_out_accuracy (exact or ScaNN by `backend`); "euclidean" is exact
+  numpy search on squared L2 distances with knn.vote. Returns (accuracy, backend used).
+  """
+  if metric not in KNN_METRICS:
+    raise ValueError(f"kNN metric {metric!r}; expected one of {KNN_METRICS}.")
+  if metric == "cosine":
+    return knn_lib.leave_one_out_accuracy(features, labels, k, backend)
+  features, labels = _as_features_and_labels(features, labels)
+  if not 1 <= k < features.shape[0]:
+    raise ValueError(f"k={k}; expected 1 <= k < num_examples ({features.shape[0]}).")
+  sq = (features ** 2).sum(axis=1)
+  dist = sq[:, None] + sq[None, :] - 2.0 * features @ features.T
+  np.fill_diagonal(dist, np.inf)
+  neighbours = np.argsort(dist, axis=1, kind="stable")[:, :k]
+  return float(np.mean(knn_lib.vote(labels[neighbours]) == labels)), "exact"
+
+
+# ---------------------------------------------------------------------------------------------- linear probe
+def fit_logistic_regression(x, y, num_classes, l2=1e-2, max_iter=100, tol=1e-6):
+  """Multinomial logistic regression: argmin_{W,b} mean_i -log softmax(x_i W + b)_{y_i} + l2/2 ||W||^2.
+
+  Nesterov-accelerated gradient descent with step 1/L, L = ||[x 1]||_2^2 / (2n) + l2 (Bohning's bound on the
+  softmax Hessian); stops when the largest gradient entry is below tol, or after max_iter steps (early stopping,
+  itself a regulariser when l2 is small). Computes in x's float dtype. Returns (W [D, C], b [C]).
+  """
+  n, d = x.shape
+  dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+  xa = np.concatenate([x, np.ones([n, 1], dtype)], axis=1).astype(dtype)
+  targets = np.eye(num_classes, dtype=dtype)[y]
+  reg = np.full([d + 1, 1], float(l2), dtype)
+  reg[-1] = 0.0  # the bias is not regularised
+  v = np.random.default_rng(0).standard_normal(d + 1)
+  for _ in range(100):  # power iteration for ||xa||_2^2; the 1.2 margin covers its underestimate
+    v = xa.T @ (xa @ v)
+    v /= np.linalg.norm(v)
+  lipschitz = 1.2 * np.linalg.norm(xa @ v) ** 2 / (2 * n) + l2
+  w = np.zeros([d + 1, num_classes], dtype)
+  look, t = w, 1.0
+  for _ in range(max_iter):
+    grad = xa.T @ (_softmax(xa @ look) - targets) / n + reg * look
+    if np.abs(grad).max() < tol:
+      w = look
+      break
+    w_next = look - grad / lipschitz
+    t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+    look = w_next + (t - 1.0) / t_next * (w_next - w)
+    w, t = w_next, t_next
+  return w[:-1], w[-1]
+
+
+def stratified_folds(labels, num_folds, seed=0):
+  """Fold id per example: a seeded shuffle within each class, dealt round-robin, so classes spread evenly."""
+  order = np.random.default_rng(seed).permutation(len(labels))
+  order = order[np.argsort(np.asarray(labels)[order], kind="stable")]
+  folds = np.empty(len(labels), np.int64)
+  folds[order] = np.arange(len(labels)) % num_folds
+  return folds
+
+
+def linear_probe_accuracy(features, labels, num_folds=5, l2=1e-2, max_iter=100, seed=0):
+  """Cross-validated accuracy of a logistic-regression probe on frozen features (the linear-evaluation protocol).
+
+  For each of `num_folds` stratified folds of the task's training split: standardise the features with the other
+  folds' mean and std, fit fit_logistic_regression on them, and classify the held-out fold. `l2` may be a
+  sequence: each value is cross-validated on the same folds and the best mean accuracy is returned (as
+  LogisticRegressionCV does; slightly optimistic, as any model selection on the folds it is scored on).
+  float32 features are fitted in float32 (twice as fast; the probe's accuracy does not need more).
+
+  Returns:
+    (mean held-out accuracy, the l2 that reached it).
+  """
+  dtype = np.float32 if np.asarray(features).dtype == np.float32 else np.float64
+  features, labels = _as_features_and_labels(features, labels)
+  features = features.astype(dtype)
+  if not 2 <= num_folds <= features.shape[0]:
+    raise ValueError(f"num_folds={num_folds}; expected 2 <= num_folds <= num_examples ({features.shape[0]}).")
+  grid = [float(v) for v in (l2 if isinstance(l2, (list, tuple)) else [l2])]
+  if not grid or min(grid) < 0:
+    raise ValueError(f"l2={l2!r}; expected a non-negative number or a non-empty sequence of them.")
+  classes, y = np.unique(labels, return_inverse=True)
+  folds = stratified_folds(y, num_folds, seed)
+  best = (-1.0, None)
+  for value in grid:
+    correct = 0
+    for fold in range(num_folds):
+      test, train = folds == fold, folds != fold
+      mean, std = features[train].mean(axis=0), features[train].std(axis=0)
+      std = np.where(std > 1e-12, std, 1.0)
+      w, b = fit_logistic_regression((features[train] - mean) / std, y[train], len(classes), value, max_iter)
+      correct += int(np.sum(np.argmax((features[test] - mean) / std @ w + b, axis=1) == y[test]))
+    accuracy = correct / features.shape[0]
+    if accuracy > best[0]:
+      best = (accuracy, value)
+  return best
+
+
+# ---------------------------------------------------------------------------------------------- LogME
+def _thin_svd(f, rcond=1e-10):
+  """(s, U) of F's thin SVD with s_i^2 > rcond * max s^2, from the eigendecomposition of the smaller Gram matrix
+  (D x D or N x N): one D^3 or N^3 step instead of an N x D SVD, as LogME's reference code does."""
+  n, d = f.shape
+  if n >= d:
+    sigma, v = np.linalg.eigh(f.T @ f)
+  else:
+    sigma, u = np.linalg.eigh(f @ f.T)
+  keep = sigma > rcond * max(float(sigma.max()), 1e-300)
+  s = np.sqrt(sigma[keep])
+  return s, (f @ v[:, keep] / s if n >= d else u[:, keep])
+
+
+def _logme_fixed_point(s, z, rest, n, d, max_iter, tol):
+  sigma = s ** 2
+  alpha, beta = 1.0, 1.0
+
+  def terms(alpha, beta):
+    shrink = beta * sigma / (alpha + beta * sigma)
+    mm = float(np.sum((beta * s * z / (alpha + beta * sigma)) ** 2))  # m^T m
+    residual = float(np.sum(((1.0 - shrink) * z) ** 2)) + rest  # ||F m - y||^2
+    return shrink.sum(), mm, residual
+
+  for _ in range(max_iter):
+    gamma, mm, residual = terms(alpha, beta)
+    new_alpha, new_beta = gamma / max(mm, 1e-300), (n - gamma) / max(residual, 1e-300)
+    done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
+    alpha, beta = new_alpha, new_beta
+    if done:
+      break
+  _, mm, residual = terms(alpha, beta)
+  log_det = float(np.sum(np.log(alpha + beta * sigma))) + (d - len(sigma)) * np.log(alpha)
+  evidence = (n / 2 * np.log(beta) + d / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi) - beta / 2 * residual
+              - alpha / 2 * mm - log_det / 2)
+  return float(evidence / n), float(alpha), float(beta)
+
+
+def logme_evidence(features, target, max_iter=100, tol=1e-6, basis=None):
+  """Maximised log evidence per example of a Bayesian linear model target ~ N(features w, 1/beta), w ~ N(0, 1/alpha).
+
+  You et al. 2021 (LogME), Algorithm 1: with the SVD of F (sigma_i = s_i^2, zeros beyond the rank), iterate
+    gamma = sum_i beta sigma_i / (alpha + beta sigma_i),  m = beta A^-1 F^T y,  A = alpha I + beta F^T F,
+    alpha <- gamma / m^T m,  beta <- (n - gamma) / ||F m - y||^2
+  to a fixed point (relative change below tol), then evaluate their Eq. 2:
+    L = n/2 log beta + D/2 log alpha - n/2 log 2pi - beta/2 ||F m - y||^2 - alpha/2 m^T m - 1/2 log|A|.
+  log|A| sums over all D eigenvalues (alpha alone for the directions F does not span). basis: (s, U) from
+  _thin_svd(features), to share one decomposition across classes. Returns (L / n, alpha, beta).
+  """
+  f = np.asarray(features, np.float64)
+  y = np.asarray(target, np.float64)
+  s, u = basis if basis is not None else _thin_svd(f)
+  z = u.T @ y  # the target in F's column basis; the rest of y is out of F's reach
+  return _logme_fixed_point(s, z, max(float(y @ y - z @ z), 0.0), f.shape[0], f.shape[1], max_iter, tol)
+
+
+def logme(features, labels, max_iter=100, tol=1e-6):
+  """LogME (You et al. 2021): mean over classes of logme_evidence with the one-hot column of that class."""
+  features, labels = _as_features_and_labels(features, labels)
+  basis = _thin_svd(features)
+  return float(np.mean([logme_evidence(features, (labels == c).astype(np.float64), max_iter, tol, basis)[0]
+                        for c in np.unique(labels)]))
+
+
+# ---------------------------------------------------------------------------------------------- H-score
+def h_score(features, labels, shrinkage=0.0, rcond=1e-10):
+  """H-score (Bao et al. 2019, Definition 2): H(f) = tr(cov(f)^+ cov(E[f | y])).
+
+  Computed from the thin SVD of the centred features F = U S V^T: cov(f) = V S^2 V^T / n, and
+  v_i^T cov(E[f|y]) v_i = s_i^2 / n * sum_c (1_c^T u_i)^2 / n_c, so no D x D inverse is formed. Directions with
+  s_i^2 <= rcond * max s^2 are dropped (the pseudo-inverse). `shrinkage` in [0, 1) replaces cov(f) by
+  (1 - shrinkage) cov(f) + shrinkage * tr(cov(f)) / D * I (Ibrahim et al. 2022); 0 is Bao's definition. Note
+  that with n <= D, unshrunk, every feature set in general position scores num_classes - 1 (the covariance is
+  not estimable), which is what the shrinkage is for.
+  """
+  features, labels = _as_features_and_labels(features, labels)
+  if not 0.0 <= shrinkage < 1.0:
+    raise ValueError(f"shrinkage={shrinkage}; expected a value in [0, 1).")
+  n, d = features.shape
+  s, u = _thin_svd(features - features.mean(axis=0), rcond)
+  var = s ** 2 / n
+  q = np.zeros(len(s))
+  for c in np.unique(labels):
+    members = labels == c
+    q += u[members].sum(axis=0) ** 2 / members.sum()
+  regularised = (1.0 - shrinkage) * var + shrinkage * var.sum() / d
+  return float(np.sum(var * q / regularised))
+
+
+# ---------------------------------------------------------------------------------------------- NCE, LEEP
+def nce(source_labels, labels):
+  """Negative Conditional Entropy (Tran et al. 2019, Eq. 2): -H(Y | Z) = sum_{y,z} P(y, z) log P(y | z), with
+  P the empirical joint of the task labels Y and the source labels Z of the same images. At most 0; 0 when Z
+  determines Y."""
+  z, y = np.asarray(source_labels), np.asarray(labels)
+  if z.shape != y.shape or z.ndim != 1 or not len(y):
+    raise ValueError(f"source_labels {z.shape} and labels {y.shape}; expected two equal non-empty [N] arrays.")
+  _, zi = np.unique(z, return_inverse=True)
+  _, yi = np.unique(y, return_inverse=True)
+  joint = np.zeros([zi.max() + 1, yi.max() + 1])
+  np.add.at(joint, (zi, yi), 1.0)
+  joint /= len(y)
+  cond = joint / joint.sum(axis=1, keepdims=True)
+  nz = joint > 0
+  return float(np.sum(joint[nz] * np.log(cond[nz])))
+
+
+def leep(logits, labels):
+  """LEEP (Nguyen et al. 2020, Eq. 1-2), theta = softmax of the expert's upstream logits:
+    P(y, z) = 1/n sum_{i: y_i = y} theta(x_i)_z,  P(y | z) = P(y, z) / sum_y P(y, z),
+    LEEP = 1/n sum_i log sum_z P(y_i | z) theta(x_i)_z.
+  At most 0 (log-likelihood of the expected empirical predictor)."""
+  theta = _softmax(logits)
+  y = np.asarray(labels)
+  if theta.ndim != 2 or y.shape != (theta.shape[0],):
+    raise ValueError(f"logits {theta.shape} and labels {y.shape}; expected [N, L] and [N].")
+  _, yi = np.unique(y, return_inverse=True)
+  joint = np.eye(yi.max() + 1)[yi].T @ theta / len(y)  # [Y, Z]
+  cond = joint / np.maximum(joint.sum(axis=0, keepdims=True), 1e-300)
+  return float(np.mean(np.log(np.sum(cond[yi] * theta, axis=1))))
+
+
+# ---------------------------------------------------------------------------------------------- Domain Prediction
+def domain_prediction(generalist_logits, generalist_label_ids, expert_label_ids):
+  """Domain Prediction (paper.md, label-free): the mean over the task's images of the probability mass that the
+  generalist's upstream head (softmax over its labels) puts on the expert's upstream labels."""
+  probs = _softmax(generalist_logits)
+  ids = [int(i) for i in generalist_label_ids]
+  if probs.ndim != 2 or probs.shape[1] != len(ids):
+    raise ValueError(f"generalist logits {probs.shape} do not match its {len(ids)} label ids.")
+  column = {label: j for j, label in enumerate(ids)}
+  unknown = sorted({int(i) for i in expert_label_ids} - set(column))
+  if unknown:
+    raise ValueError(f"Expert label ids {unknown[:10]} are not among the generalist's {len(ids)} labels; the "
+                     "expert and the generalist must come from the same upstream.")
+  if not len(expert_label_ids):
+    raise ValueError("The expert covers no upstream labels; Domain Prediction needs at least one.")
+  columns = sorted({column[int(i)] for i in expert_label_ids})
+  return float(np.mean(probs[:, columns].sum(axis=1)))
+
+
+# ---------------------------------------------------------------------------------------------- the interface
+def _need(inputs, proxy_name, *names):
+  for name in names:
+    if getattr(inputs, name) is None:
+      why = inputs.missing.get(name, "not provided")
+      raise MissingInputError(f"Proxy {proxy_name!r} cannot score expert {inputs.expert!r}: its {name} is "
+                              f"missing ({why}).")
+  return [getattr(inputs, name) for name in names]
+
+
+def _score_knn(inputs, k=1, metric="cosine", backend="auto"):
+  accuracy, used = knn_accuracy(*_need(inputs, "knn", "features", "labels"), k=k, metric=metric, backend=backend)
+  return accuracy, {"backend": used}
+
+
+def _score_linear_probe(inputs, num_folds=5, l2=1e-2, max_iter=100, seed=0):
+  accuracy, best_l2 = linear_probe_accuracy(*_need(inputs, "linear_probe", "features", "labels"), num_folds, l2,
+                                            max_iter, seed)
+  return accuracy, {"l2": best_l2}
+
+
+def _score_logme(inputs, max_iter=100, tol=1e-6):
+  return logme(*_need(inputs, "logme", "features", "labels"), max_iter, tol), {}
+
+
+def _score_hscore(inputs, shrinkage=0.0):
+  return h_score(*_need(inputs, "hscore", "features", "labels"), shrinkage), {}
+
+
+def _score_nce(inputs):
+  logits, labels = _need(inputs, "nce", "logits", "labels")
+  return nce(np.argmax(logits, axis=1), labels), {}
+
+
+def _score_leep(inputs):
+  return leep(*_need(inputs, "leep", "logits", "labels")), {}
+
+
+def _score_domain_prediction(inputs):
+  return domain_prediction(*_need(inputs, "domain_prediction", "generalist_logits", "generalist_label_ids",
+                                  "label_ids")), {}
+
+
+def _score_generalist(inputs):
+  return (1.0 if _need(inputs, "generalist", "is_generalist")[0] else 0.0), {}
+
+
+def _score_random(inputs, seed=0):
+  # crc32, not hash(): the same (seed, task, expert) scores the same in every process.
+  key = zlib.crc32(f"{seed}\0{inputs.task}\0{inputs.expert}".encode())
+  return float(np.random.default_rng(key).random()), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Proxy:
+  """One configured proxy: `score(inputs)` -> (float, extras dict); higher is better.
+
+  Attributes:
+    name: registered name ("knn", ...).
+    params: keyword arguments given in the spec (e.g. {"k": 3}).
+    requires: ProxyInputs fields it reads; the selector computes only what some proxy requires.
+    fn: fn(inputs, **params) -> (score, extras).
+  """
+  name: str
+  params: Dict[str, Any]
+  requires: FrozenSet[str]
+  fn: Callable
+
+  @property
+  def label(self):
+    """The canonical spec, e.g. "knn(k=3)": the name and the parameters that differ from their defaults."""
+    defaults = {k: p.default for k, p in inspect.signature(self.fn).parameters.items()}
+    changed = sorted((k, v) for k, v in self.params.items() if defaults.get(k, inspect.Parameter.empty) != v)
+    if not changed:
+      return self.name
+    return f"{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in changed) + ")"
+
+  def score(self, inputs):
+    value, extras = self.fn(inputs, **self.params)
+    value = float(value)
+    if not np.isfinite(value):
+      raise ValueError(f"Proxy {self.label!r} gave {value} for expert {inputs.expert!r}.")
+    return value, extras
+
+
+class ProxyRegistry:
+  """Proxy names -> (scoring function, required inputs). An instance per use; duplicate names are refused."""
+
+  def __init__(self):
+    self._entries = {}
+
+  def register(self, name, fn, requires):
+    if name in self._entries:
+      raise ValueError(f"Proxy {name!r} is already registered.")
+    self._entries[name] = (fn, frozenset(requires))
+
+  def names(self):
+    return tuple(self._entries)
+
+  def build(self, name, **params):
+    """A Proxy; unknown names or parameters raise ValueError listing the allowed ones."""
+    if name not in self._entries:
+      raise ValueError(f"Unknown proxy {name!r}; expected one of {self.names()}.")
+    fn, requires = self._entries[name]
+    allowed = [p for p in inspect.signature(fn).parameters if p != "inputs"]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+      raise ValueError(f"Proxy {name!r} has no parameter(s) {unknown}; allowed: {allowed}.")
+    return Proxy(name, dict(params), requires, fn)
+
+  def parse(self, specs, defaults=None):
+    """Proxies from a spec string "a,b(k=v, ...)" or a sequence of such strings; refuses duplicates.
+
+    defaults: {proxy name: {param: value}} applied where the spec does not set the parameter (the selector
+    passes the config's k and backend to knn this way).
+    """
+    if isinstance(specs, str):
+      specs = [specs]
+    proxies = []
+    for spec in specs:
+      for part in _split_top_level(spec):
+        name, params = _parse_one(part)
+        params = dict((defaults or {}).get(name, {}), **params)
+        proxies.append(self.build(name, **params))
+    if not proxies:
+      raise ValueError(f"No proxy in {specs!r}; expected e.g. 'knn' or 'knn,logme,leep'.")
+    labels = [p.label for p in proxies]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+      raise ValueError(f"Proxies {duplicates} are requested more than once in {specs!r}.")
+    return proxies
+
+
+_SPEC_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.S)
+
+
+def _split_top_level(spec):
+  parts, depth, start = [], 0, 0
+  for i, ch in enumerate(spec):
+    depth += {"(": 1, ")": -1}.get(ch, 0)
+    if depth < 0:
+      raise ValueError(f"Unbalanced ')' in proxy spec {spec!r}.")
+    if ch == "," and depth == 0:
+      parts.append(spec[start:i])
+      start = i + 1
+  if depth:
+    raise ValueError(f"Unbalanced '(' in proxy spec {spec!r}.")
+  return [p.strip() for p in parts + [spec[start:]] if p.strip()]
+
+
+def _parse_one(part):
+  match = _SPEC_RE.match(part)
+  if not match:
+    raise ValueError(f"Proxy spec {part!r}; expected 'name' or 'name(key=value, ...)'.")
+  name, args = match.group(1), (match.group(2) or "").strip()
+  params = {}
+  if args:
+    try:
+      call = ast.parse(f"f({args})", mode="eval").body
+    except SyntaxError as e:
+      raise ValueError(f"Proxy spec {part!r}: cannot parse its arguments ({e.msg}).") from e
+    if call.args or any(kw.arg is None for kw in call.keywords):
+      raise ValueError(f"Proxy spec {part!r}: arguments must be key=value.")
+    for kw in call.keywords:
+      if isinstance(kw.value, ast.Name):  # a bare word: metric=euclidean
+        params[kw.arg] = kw.value.id
+      else:
+        try:
+          params[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError as e:
+          raise ValueError(f"Proxy spec {part!r}: {kw.arg}= is not a literal.") from e
+  return name, params
+
+
+def default_registry():
+  """The built-in proxies (see the module docstring)."""
+  registry = ProxyRegistry()
+  registry.register("knn", _score_knn, {"features", "labels"})
+  registry.register("linear_probe", _score_linear_probe, {"features", "labels"})
+  registry.register("logme", _score_logme, {"features", "labels"})
+  registry.register("hscore", _score_hscore, {"features", "labels"})
+  registry.register("nce", _score_nce, {"logits", "labels"})
+  registry.register("leep", _score_leep, {"logits", "labels"})
+  registry.register("domain_prediction", _score_domain_prediction,
+                    {"generalist_logits", "generalist_label_ids", "label_ids"})
+  registry.register("generalist", _score_generalist, {"is_generalist"})
+  registry.register("random", _score_random, {"task", "expert"})
+  return registry
+
+
+PROXIES = default_registry().names()
+
+
+def parse_proxies(specs, defaults=None):
+  """default_registry().parse(specs, defaults)."""
+  return default_registry().parse(specs, defaults)

@@ -1,0 +1,318 @@
+"""The VTAB-1k protocol over expert modules: per task select, tune on train800 -> val200, retrain, test.
+
+For each task of a run: with expert "auto" pick the expert by leave-one-out kNN on train800val200
+(selection/select.py); fine-tune it on train800 and score val200 for every point of a small LR x steps sweep;
+retrain the best point on train800val200 and report top-1 on test. Fine-tuning is transfer/finetune.py's
+Finetuner (BiT-HyperRule, zero-initialised head) with the sweep's base LR and step count.
+
+Layout under the workdir, resumable at every level (finished work is read back, never redone):
+  <workdir>/runs/<run>/run.json                       the run's expert, config and sweep (a rerun must match)
+  <workdir>/runs/<run>/<task>/selection.json          kNN ranking (expert "auto" only)
+  <workdir>/runs/<run>/<task>/sweep/lr<lr>_steps<n>.json   one tuning fine-tune (val200 accuracy)
+  <workdir>/runs/<run>/<task>/result.json             the task's final result (written last, atomically)
+  <workdir>/vtab_results.{csv,json}, vtab_<group>.png  the leaderboard over every run in the workdir
+"""
+
+import csv
+import dataclasses
+import io
+import logging
+import os
+import re
+import tempfile
+import time
+from typing import Tuple
+
+import numpy as np
+
+from expert_hub import configs
+from expert_hub import io_utils
+from expert_hub.hub import registry as registry_lib
+from expert_hub.selection import select
+from expert_hub.tasks import vtab
+from expert_hub.transfer import finetune as finetune_lib
+from expert_hub.transfer import hyperrule
+
+log = logging.getLogger(__name__)
+AUTO = "auto"
+RUN_FILE, RESULT_FILE = "run.json", "result.json"
+CSV_FILE, JSON_FILE = "vtab_results.csv", "vtab_results.json"
+DEFAULT_LR_FACTORS = (0.3, 1.0, 3.0)
+DEFAULT_STEPS_FACTORS = (1.0, 2.0)
+TUNE_TRAIN, TUNE_VAL, FINAL_TRAIN, FINAL_TEST = "train800", "val200", "train800val200", "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """The fine-tuning settings tried on train800 -> val200 (every base LR with every step count).
+
+  Attributes:
+    base_lrs: learning rates at batch 512 (FinetuneConfig.base_lr; the Finetuner scales them with the batch).
+    steps: fine-tuning step counts (warm-up and decays scale with them, as in the Finetuner).
+  """
+  base_lrs: Tuple[float, ...]
+  steps: Tuple[int, ...]
+
+  def __post_init__(self):
+    if not self.base_lrs or any(not lr > 0 for lr in self.base_lrs):
+      raise ValueError(f"SweepConfig.base_lrs={self.base_lrs}; expected one or more positive learning rates.")
+    if not self.steps or any(not isinstance(s, int) or s < 1 for s in self.steps):
+      raise ValueError(f"SweepConfig.steps={self.steps}; expected one or more positive integers.")
+
+  def points(self):
+    """(base_lr, steps) pairs, shortest schedules first, then smallest LR (the order that breaks ties)."""
+    return [(lr, s) for s in sorted(set(self.steps)) for lr in sorted(set(self.base_lrs))]
+
+
+def default_sweep(finetune_cfg):
+  """3 LRs x 2 lengths around the config: base_lr x (0.3, 1, 3), and 1x / 2x the steps it gives 800 images."""
+  steps = finetune_cfg.steps or hyperrule.get_schedule(800, finetune_cfg.steps_scale).steps
+  return SweepConfig(tuple(round(finetune_cfg.base_lr * f, 8) for f in DEFAULT_LR_FACTORS),
+                     tuple(int(round(steps * f)) for f in DEFAULT_STEPS_FACTORS))
+
+
+def _safe_name(name):
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
+
+
+def _finetune(task, expert, ft_cfg, lr, steps, train_split, test_split, export_dirs, strategy=None):
+  cfg = configs.replace(ft_cfg, base_lr=lr, steps=steps, train_split=train_split, test_split=test_split)
+  kwargs = {"strategy": strategy} if strategy is not None else {}
+  return finetune_lib.Finetuner(task, cfg, export_dirs=export_dirs, **kwargs).run(expert)
+
+
+def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=None, image_size=None,
+             strategy=None):
+  """The VTAB protocol on one task; returns (and writes `<task_dir>/result.json`) its result.
+
+  Args:
+    task: a vtab.VtabTask (any Task with the VTAB split names works).
+    expert: an expert handle, or "auto" to select one among `candidates` by kNN on train800val200.
+    cfg: a Config (its `finetune` and `selection` parts are used).
+    sweep: a SweepConfig. A single point needs no tuning run and goes straight to the final fine-tune.
+    task_dir: this task's folder; finished pieces in it are reused.
+    export_dirs: where expert names are looked up.
+    candidates: expert handles to select from (expert "auto").
+    image_size: resolution of the selection embeddings (default the task's).
+    strategy: tf.distribute strategy of the fine-tunes (default: the current one).
+  """
+  done = os.path.join(task_dir, RESULT_FILE)
+  if os.path.exists(done):
+    log.info("[vtab %s] already done; reusing %s.", task.name, done)
+    return io_utils.read_json(done)
+  t0 = time.time()
+  selection = None
+  if expert == AUTO:
+    sel_path = os.path.join(task_dir, select.SELECTION_FILE)
+    if os.path.exists(sel_path):
+      selection = io_utils.read_json(sel_path)
+    else:
+      sel_cfg = configs.replace(cfg.selection, split=FINAL_TRAIN)  # VTAB: select on the 1000 training images.
+      selection = select.select_expert(task, candidates, sel_cfg, task_dir,
+                                       image_size or getattr(task, "image_size", 224), export_dirs)
+    expert = selection["selected"]
+  select_seconds = time.time() - t0
+
+  points, sweep_results = sweep.points(), []
+  tuning = points if len(points) > 1 else []  # One setting has nothing to choose between: no tuning run.
+  for lr, steps in tuning:
+    path = os.path.join(task_dir, "sweep", f"lr{lr:g}_steps{steps}.json")
+    if os.path.exists(path):
+      sweep_results.append(io_utils.read_json(path))
+      continue
+    r = _finetune(task, expert, cfg.finetune, lr, steps, TUNE_TRAIN, TUNE_VAL, export_dirs, strategy)
+    point = {"base_lr": lr, "steps": steps, "val_accuracy": r["test_accuracy"], "seconds": r["seconds"]}
+    io_utils.atomic_write_json(path, point)
+    sweep_results.append(point)
+    log.info("[vtab %s] %s lr=%g steps=%d: val200 %.4f", task.name, expert, lr, steps, point["val_accuracy"])
+  if sweep_results:  # max() keeps the first of equals: the shortest schedule, then the smallest LR.
+    best = max(sweep_results, key=lambda p: p["val_accuracy"])
+  else:
+    best = {"base_lr": points[0][0], "steps": points[0][1], "val_accuracy": None}
+
+  final = _finetune(task, expert, cfg.finetune, best["base_lr"], best["steps"], FINAL_TRAIN, FINAL_TEST,
+                    export_dirs, strategy)
+  result = {
+      "task": task.definition.name if hasattr(task, "definition") else task.name,
+      "group": getattr(task, "group", task.domain), "num_classes": task.num_classes, "expert": expert,
+      "selection": None if selection is None else {
+          "proxy": selection.get("proxy"), "split": selection.get("split"), "k": selection.get("k"),
+          "scores": {r["expert"]: r["score"] for r in selection["ranking"]}},
+      "sweep": sweep_results, "best": {k: best[k] for k in ("base_lr", "steps", "val_accuracy")},
+      "test_accuracy": final["test_accuracy"], "num_test_examples": final["num_test_examples"],
+      "seconds": {"selection": round(select_seconds, 2), "sweep": round(sum(p["seconds"] for p in sweep_results), 2),
+                  "final": final["seconds"], "total": round(time.time() - t0, 2)},
+  }
+  io_utils.atomic_write_json(done, result)
+  log.info("[vtab %s] %s (lr=%g, %d steps): test top-1 %.4f", task.name, expert, best["base_lr"], best["steps"],
+           result["test_accuracy"])
+  return result
+
+
+def _check_run(run_dir, meta):
+  """Writes run.json, or checks that a resumed run asks for the same expert, config and sweep."""
+  path = os.path.join(run_dir, RUN_FILE)
+  if os.path.exists(path):
+    old = io_utils.read_json(path)
+    changed = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
+    if changed:
+      raise ValueError(f"Run folder {run_dir!r} holds a run with other settings {changed} (old, new); pass "
+                       "another run name, or delete that folder to start it again.")
+  else:
+    io_utils.atomic_write_json(path, meta)
+
+
+def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep=None, run_name=None,
+             image_size=None, download=False, manual_dir=None, experts=None, strategy=None):
+  """Runs the VTAB-1k protocol on `tasks` and writes the leaderboard files; returns the leaderboard dict.
+
+  Args:
+    tasks: "all", a group, task names, or a mix (a comma string or a list): see vtab.TaskRegistry.resolve.
+    expert: an expert handle (name, path, URL) used for every task, or "auto" (kNN selection per task).
+    cfg: a Config (finetune, selection and upstream.image_size are used).
+    workdir: where runs and results live; rerunning the same command continues where it stopped.
+    data_dir: TFDS data dir holding the prepared VTAB datasets.
+    export_dirs: expert module roots.
+    sweep: a SweepConfig (default: default_sweep(cfg.finetune)).
+    run_name: the leaderboard row (default: the expert's name).
+    image_size: task images are resized to this (default cfg.upstream.image_size; VTAB itself uses 224).
+    download, manual_dir: see vtab.VtabTask.
+    experts: the handles "auto" selects from (default: every expert, not generalist, under export_dirs).
+    strategy: tf.distribute strategy of the fine-tunes (default: the current one).
+
+  Raises:
+    FileNotFoundError: a dataset of an unfinished task is missing; the message covers every missing one.
+    KeyError: an unknown task or expert name (before any work).
+  """
+  names = vtab.TASKS.resolve(tasks)
+  sweep = sweep or default_sweep(cfg.finetune)
+  image_size = image_size or cfg.upstream.image_size
+  registry = registry_lib.Registry(export_dirs)
+  candidates = None
+  if expert == AUTO:
+    # Readable handles ("world32/shapes/1") for plain modules; "<path>#<expert>" for the experts of a pack.
+    readable = {e.path: e.qualified_name for e in registry.entries()}
+    candidates = list(experts) if experts else [readable.get(h, h) for h in registry.expert_handles()]
+    if not candidates:
+      raise ValueError(f"--expert=auto found no experts under export dirs {registry.export_dirs}; export some "
+                       "first (export_experts) or name an expert.")
+    for handle in candidates:
+      registry.resolve(handle)  # An unknown name fails here, before any work, listing the nearest ones.
+  else:
+    if experts:
+      raise ValueError(f"experts={experts} is for expert='auto' only; got expert={expert!r}.")
+    registry.resolve(expert)
+  run_name = _safe_name(run_name or os.path.basename(expert.rstrip("/")))
+  run_dir = os.path.join(workdir, "runs", run_name)
+  os.makedirs(run_dir, exist_ok=True)
+  _check_run(run_dir, {"run": run_name, "expert": expert, "experts": list(experts) if experts else None,
+                       "config": cfg.name, "image_size": image_size,
+                       "sweep": {"base_lrs": list(sweep.base_lrs), "steps": list(sweep.steps)},
+                       "finetune": dataclasses.asdict(cfg.finetune)})
+
+  # Open every unfinished task's dataset before any training, so that all missing datasets are named at once.
+  todo = [n for n in names if not os.path.exists(os.path.join(run_dir, n, RESULT_FILE))]
+  opened, missing = {}, []
+  for name in todo:
+    try:
+      opened[name] = vtab.VtabTask(name, data_dir, image_size, download=download, manual_dir=manual_dir)
+    except FileNotFoundError as e:
+      missing.append(str(e))
+  if missing:
+    raise FileNotFoundError(f"{len(missing)} of the {len(names)} VTAB tasks asked for cannot be read:\n- "
+                            + "\n- ".join(missing))
+  start = time.time()
+  for i, name in enumerate(names):
+    if name in opened:
+      run_task(opened[name], expert, cfg, sweep, os.path.join(run_dir, name), export_dirs, candidates,
+               image_size, strategy)
+      log.info("[vtab] %d/%d tasks done (%.0f s).", i + 1, len(names), time.time() - start)
+  return write_leaderboard(workdir)
+
+
+# --- The leaderboard ---------------------------------------------------------------------------------------
+
+
+def collect_runs(workdir):
+  """{run: {"meta": run.json, "tasks": {task: result.json}}} for every run folder under the workdir."""
+  runs = {}
+  root = os.path.join(workdir, "runs")
+  for run in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    meta_path = os.path.join(root, run, RUN_FILE)
+    if not os.path.exists(meta_path):
+      continue
+    tasks = {}
+    for name in vtab.TASKS.names():
+      path = os.path.join(root, run, name, RESULT_FILE)
+      if os.path.exists(path):
+        tasks[name] = io_utils.read_json(path)
+    runs[run] = {"meta": io_utils.read_json(meta_path), "tasks": tasks}
+  return runs
+
+
+def summarize(tasks):
+  """Group means and the mean over tasks of {task: result}; each over the tasks present (None if none)."""
+  accuracy = {n: r["test_accuracy"] for n, r in tasks.items()}
+  mean = lambda names: round(float(np.mean([accuracy[n] for n in names])), 4) if names else None
+  summary = {g: mean([n for n in vtab.TASKS.names(g) if n in accuracy]) for g in vtab.GROUPS}
+  summary["mean"] = mean(list(accuracy))
+  summary["tasks_done"] = f"{len(accuracy)}/{len(vtab.TASKS.names())}"
+  return summary
+
+
+def leaderboard_csv(runs):
+  """VTAB leaderboard shape: one row per run, a column per task (top-1 %), group means and the mean."""
+  tasks = vtab.TASKS.names()
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(["run", "expert"] + tasks + list(vtab.GROUPS) + ["mean", "tasks_done"])
+  pct = lambda x: "" if x is None else f"{100 * x:.1f}"
+  for run, data in runs.items():
+    summary = summarize(data["tasks"])
+    row = [run, data["meta"].get("expert", "")]
+    row += [pct(data["tasks"][n]["test_accuracy"]) if n in data["tasks"] else "" for n in tasks]
+    row += [pct(summary[g]) for g in vtab.GROUPS] + [pct(summary["mean"]), summary["tasks_done"]]
+    writer.writerow(row)
+  return out.getvalue()
+
+
+def plot_group(runs, group, path):
+  """Bars of test top-1 per task of `group` (and the group mean), one colour per run; written atomically."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = [n for n in vtab.TASKS.names(group) if any(n in d["tasks"] for d in runs.values())]
+  labels = names + ["mean"]
+  x = np.arange(len(labels))
+  width = 0.8 / max(1, len(runs))
+  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 4))
+  for i, (run, data) in enumerate(runs.items()):
+    values = [100 * data["tasks"][n]["test_accuracy"] if n in data["tasks"] else 0 for n in names]
+    values.append(100 * (summarize(data["tasks"])[group] or 0))
+    ax.bar(x + (i - (len(runs) - 1) / 2) * width, values, width, label=run)
+  ax.set_xticks(x, labels, rotation=30, ha="right")
+  ax.set_ylabel("test top-1 (%)")
+  ax.set_ylim(0, 100)
+  ax.set_title(f"VTAB-1k {group}: fine-tuned test accuracy per task")
+  ax.legend()
+  fig.tight_layout()
+  fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
+  os.close(fd)
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def write_leaderboard(workdir):
+  """Writes vtab_results.csv / .json and one vtab_<group>.png per group with results; returns the JSON dict."""
+  runs = collect_runs(workdir)
+  board = {"runs": {run: dict(data["meta"], tasks=data["tasks"], summary=summarize(data["tasks"]))
+                    for run, data in runs.items()},
+           "files": {"csv": CSV_FILE, "json": JSON_FILE, "plots": {}}}
+  for group in vtab.GROUPS:
+    if any(n in d["tasks"] for d in runs.values() for n in vtab.TASKS.names(group)):
+      board["files"]["plots"][group] = f"vtab_{group}.png"
+      plot_group(runs, group, os.path.join(workdir, f"vtab_{group}.png"))
+  io_utils.atomic_write_text(os.path.join(workdir, CSV_FILE), leaderboard_csv(runs))
+  io_utils.atomic_write_json(os.path.join(workdir, JSON_FILE), board)
+  return board
