@@ -46,9 +46,16 @@ def plot_results(results, path):
   ax.set_ylabel("test top-1 (%)")
   ax.set_title(f"expert_hub ({results.get('config', '')}): fine-tuned accuracy per task")
   ax.legend()
+  save_figure(fig, path)
+
+
+def save_figure(fig, path, dpi=100):
+  """Writes a matplotlib figure to `path` atomically (temp file + rename) and closes it."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig.tight_layout()
   fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
   os.close(fd)
-  fig.savefig(tmp, dpi=100)
+  fig.savefig(tmp, dpi=dpi)
   plt.close(fig)
+  os.chmod(tmp, 0o644)  # mkstemp makes it private; a results plot is for everyone who can read the workdir
   os.replace(tmp, path)

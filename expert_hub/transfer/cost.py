@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from expert_hub import io_utils
+from expert_hub import report
 from expert_hub.hub import export_trained
 from expert_hub.models import resnet_v2
 from expert_hub.selection import embed as embed_lib
@@ -175,8 +176,4 @@ def plot(results, path):
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=30, ha="right")
   axes[0].legend()
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  report.save_figure(fig, path)

@@ -19,7 +19,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import time
 from typing import Tuple
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from expert_hub import configs
 from expert_hub import io_utils
+from expert_hub import report
 from expert_hub.hub import registry as registry_lib
 from expert_hub.selection import select
 from expert_hub.tasks import vtab
@@ -295,12 +295,7 @@ def plot_group(runs, group, path):
   ax.set_ylim(0, 100)
   ax.set_title(f"VTAB-1k {group}: fine-tuned test accuracy per task")
   ax.legend()
-  fig.tight_layout()
-  fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-  os.close(fd)
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  report.save_figure(fig, path)
 
 
 def write_leaderboard(workdir):
