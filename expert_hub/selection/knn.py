@@ -49,12 +49,14 @@ class NeighbourIndex:
   of the queries (a subset is allowed), so the self-match is dropped by index for every backend.
   """
 
-  def __init__(self, x, k, backend="exact", leaves_to_search=0.1, reorder=100, training_sample_size=50_000):
+  def __init__(self, x, k, backend="exact", leaves_to_search=0.3, reorder=100, training_sample_size=50_000):
     """x: [N, D] L2-normalised rows. backend: "exact", "scann" or "scann_ah" ("auto" via resolve_backend).
 
     For scann_ah: a tree of sqrt(N) leaves trained on at most training_sample_size rows, the fraction
     `leaves_to_search` of them searched per query, anisotropic hashing on 2-dimensional blocks, and the best
-    `reorder` candidates re-scored exactly.
+    `reorder` candidates re-scored exactly. The default 30% kept recall@1 at 0.997 and LOO accuracy within
+    0.2 points of exact search at 200k x 2048 while 6x faster; 10% was 12x faster but recall 0.98
+    (binaries/benchmark_knn.py).
     """
     self.x, self.k, self.backend = np.asarray(x, np.float32), int(k), resolve_backend(backend, len(x))
     n = self.x.shape[0]
