@@ -38,7 +38,7 @@ def test_stage_binaries(tmp_path, data_dir):
   assert again.returncode != 0 and "already holds" in again.stderr
   sel = run_python(["binaries/select_expert.py", *common, f"--export_dir={ex}", "--task=world/count",
                     "--split=val200"])
-  assert "selected:" in sel.stdout
+  assert "selected (knn):" in sel.stdout
   ft = run_python(["binaries/finetune.py", *common, f"--export_dir={ex}", "--task=world/count", "--expert=auto",
                    "--steps=5"])
   assert "test accuracy" in ft.stdout
