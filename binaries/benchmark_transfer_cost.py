@@ -7,6 +7,10 @@ measures (a) kNN selection over all experts + one fine-tune, (b) fine-tuning eve
 re-sampled towards the task by the generalist's predicted label distribution, the generalist continued on it for
 a full expert's training budget, one fine-tune (expert_hub/transfer/cost.py). Prints the ratios and accuracies
 side by side and the one-off costs; writes `<workdir>/cost/transfer_cost.{json,md,png}`. Resumable per task.
+
+Then the same FLOP accounting from budgets alone (cost.budget_ratios; nothing trained) for --budget_config
+(default: paper, ResNet50x1 at 224 px) with --budget_experts experts and a --budget_task_images-image task,
+fine-tuned with BiT-HyperRule's schedule at each of --budget_finetune_crops: the ratio at sizes too big to run here.
 """
 
 import os
@@ -20,6 +24,12 @@ from expert_hub import flags_common
 FLAGS = flags.FLAGS
 flags_common.define_common_flags()
 flags.DEFINE_list("tasks", [], "Task specs; default the config's tasks.")
+flags.DEFINE_string("budget_config", "paper", "Config whose budgets the computed (not trained) ratios use; "
+                    "empty to skip them.")
+flags.DEFINE_integer("budget_experts", 48, "Experts in the budget ratios (48: the paper's released experts).")
+flags.DEFINE_integer("budget_task_images", 1000, "Task training images in the budget ratios (VTAB-1k: 1000).")
+flags.DEFINE_list("budget_finetune_crops", ["128", "480"], "Fine-tune crops in the budget ratios (BiT-HyperRule: "
+                  "128 below 96x96 images, else 480).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -55,6 +65,30 @@ def main(argv):
   io_utils.atomic_write_text(os.path.join(out, "transfer_cost.md"), table + "\n")
   cost.plot(results, os.path.join(out, "transfer_cost.png"))
   print(table)
+  if FLAGS.budget_config:
+    budget_table = _budget_table(cost)
+    io_utils.atomic_write_text(os.path.join(out, "budget_ratios.md"), budget_table + "\n")
+    print(budget_table)
+
+
+def _budget_table(cost):
+  from expert_hub import configs  # pylint: disable=g-import-not-at-top
+  from expert_hub.transfer import hyperrule  # pylint: disable=g-import-not-at-top
+  bcfg = configs.get_config(FLAGS.budget_config)
+  size = bcfg.upstream.image_size
+  per_image = cost.forward_flops(bcfg.model, size)
+  schedule = hyperrule.get_schedule(FLAGS.budget_task_images, bcfg.finetune.steps_scale)
+  finetune_images = (bcfg.finetune.steps or schedule.steps) * bcfg.finetune.batch_size
+  dat_images = bcfg.experts.full.steps * bcfg.experts.full.batch_size
+  rows = []
+  for crop in FLAGS.budget_finetune_crops:
+    flops = {"embed": per_image, "upstream_train": per_image,
+             "finetune_train": cost.forward_flops(bcfg.model, int(crop))}
+    label = (f"{bcfg.name}: {FLAGS.budget_experts} experts, {FLAGS.budget_task_images} task images at {size} px, "
+             f"DAT {dat_images:,} images, fine-tune {finetune_images:,} images at {crop} px")
+    rows.append((label, cost.budget_ratios(FLAGS.budget_experts, FLAGS.budget_task_images, dat_images,
+                                           finetune_images, flops)))
+  return cost.budget_markdown(rows)
 
 
 def run():

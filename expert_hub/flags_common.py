@@ -21,6 +21,14 @@ def define_common_flags(export_dir=True):
     flags.DEFINE_string("export_dir", None, "Root of exported hub modules (default <workdir>/export).")
 
 
+def define_proxy_flags():
+  """--generalist and --strict_proxies, for the binaries that score proxies (select_expert, evaluate_proxies)."""
+  flags.DEFINE_string("generalist", None, "Generalist handle for domain_prediction and the generalist reference "
+                      "(default: the export dir's generalist of the experts' upstream).")
+  flags.DEFINE_bool("strict_proxies", False, "Fail when a proxy lacks an input for an expert (e.g. NCE/LEEP and an "
+                    "expert without a logits endpoint) instead of recording it under 'skipped'.")
+
+
 def load_config():
   """The config named by --config, with --hierarchy_file applied."""
   cfg = configs.get_config(FLAGS.config)

@@ -1,24 +1,33 @@
 """Atomic file writes and hashing: nothing half-written is ever visible under its final name."""
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 
 
-def atomic_write_text(path, text):
-  """Writes `text` to `path` through a temp file in the same folder and an atomic rename."""
+@contextlib.contextmanager
+def atomic_writer(path, mode="w"):
+  """Yields a file opened with `mode` ("w" or "wb") that appears under `path` only when the block succeeds:
+  a temp file in the same folder, then an atomic rename; on any error the temp file is removed."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
   try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    with os.fdopen(fd, mode) as f:
+      yield f
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def atomic_write_text(path, text):
+  """Writes `text` to `path` through a temp file in the same folder and an atomic rename."""
+  with atomic_writer(path) as f:
+    f.write(text)
 
 
 def atomic_write_json(path, obj):

@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 
 
-def _task_dir(workdir, task_name):
+def task_dir(workdir, task_name):
+  """A task's folder under a run's workdir (run_pipeline, evaluate_proxies): `<workdir>/tasks/<task>`."""
   return os.path.join(workdir, "tasks", task_name.replace("/", "_").replace(":", "_"))
 
 
 def run_task(task, cfg, workdir, export_dir, modules, image_size):
   """Selection and fine-tuning for one task; cached in `<workdir>/tasks/<task>/task_result.json`."""
-  out = _task_dir(workdir, task.name)
+  out = task_dir(workdir, task.name)
   done = os.path.join(out, "task_result.json")
   if os.path.exists(done):
     log.info("Task %s already done; reusing %s.", task.name, done)

@@ -6,7 +6,8 @@ import tempfile
 import numpy as np
 
 
-def _fmt(x):
+def percent(x):
+  """An accuracy in [0, 1] as percent with one decimal, "-" for None (the results tables' format)."""
   return "-" if x is None else f"{100 * x:.1f}"
 
 
@@ -16,13 +17,13 @@ def markdown_table(results):
           "|---|---|---|---|---|---|---|"]
   for t in results["tasks"]:
     rows.append(f"| {t['task']} | {t['domain'] or 'structured'} | {t['selected']} | "
-                f"{_fmt(t['selected_accuracy'])} | {_fmt(t['generalist_accuracy'])} | "
-                f"{t['oracle_expert'] or '-'} | {_fmt(t['oracle_accuracy'])} |")
+                f"{percent(t['selected_accuracy'])} | {percent(t['generalist_accuracy'])} | "
+                f"{t['oracle_expert'] or '-'} | {percent(t['oracle_accuracy'])} |")
   tasks = results["tasks"]
   if tasks:
     mean = lambda key: float(np.mean([t[key] for t in tasks])) if all(t[key] is not None for t in tasks) else None
-    rows.append(f"| **mean** | | | **{_fmt(mean('selected_accuracy'))}** | **{_fmt(mean('generalist_accuracy'))}**"
-                f" | | **{_fmt(mean('oracle_accuracy'))}** |")
+    rows.append(f"| **mean** | | | **{percent(mean('selected_accuracy'))}** | "
+                f"**{percent(mean('generalist_accuracy'))}** | | **{percent(mean('oracle_accuracy'))}** |")
   timing = ", ".join(f"{k} {v:.0f} s" for k, v in results["timings"].items() if not k.startswith("task:"))
   task_seconds = sum(v for k, v in results["timings"].items() if k.startswith("task:"))
   return "\n".join(rows) + f"\n\nTest top-1 accuracy (%). Timings: {timing}; tasks {task_seconds:.0f} s."

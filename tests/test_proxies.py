@@ -98,6 +98,15 @@ def test_logme_is_the_maximised_evidence(n, d):
   assert proxies.logme(f, labels) == pytest.approx(np.mean(per_class))
 
 
+def test_logme_stays_finite_where_the_evidence_is_a_limit():
+  labels = np.arange(12) % 3
+  # All-zero features explain nothing: y ~ N(0, I / beta), best at beta = n / y.y = 12 / 4 = 3, for every class.
+  assert proxies.logme(np.zeros((12, 8)), labels) == pytest.approx(0.5 * np.log(3) - 0.5 * np.log(2 * np.pi) - 0.5)
+  # Features that fit every class exactly (beta -> infinity): finite, and above features that explain little.
+  separable = proxies.logme(np.eye(3)[labels], labels)
+  assert np.isfinite(separable) and separable > proxies.logme(np.random.default_rng(0).normal(size=(12, 3)), labels)
+
+
 def test_h_score_hand_computed():
   # f = 0, 2, 4, 6 with classes {0, 2}, {4, 6}: var f = (9+1+1+9)/4 = 5, class means 1, 1, 5, 5: var 4. H = 0.8.
   assert proxies.h_score(np.array([[0.0], [2.0], [4.0], [6.0]]), np.array([0, 0, 1, 1])) == pytest.approx(0.8)

@@ -101,3 +101,78 @@ def test_array_task_rejects_bad_images():
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_embedding_cache_is_reused_and_keyed_by_module(export_dir, data_dir, tmp_path, smoke_cfg):
+  task = get_task("world/colours_novel", data_dir)
+  sel_cfg = configs.replace(smoke_cfg.selection, split="val200")
+  experts = _experts(export_dir)[:2]
+  first = select.select_expert(task, experts, sel_cfg, str(tmp_path), 32)
+  cache_files = sorted(os.listdir(tmp_path / select.EMBEDDINGS_DIR))
+  assert len(cache_files) == 2 and all(".features." in f for f in cache_files)
+  assert all(t["cached"] == [] for t in first["input_seconds"].values())
+  again = select.select_expert(task, experts, sel_cfg, str(tmp_path), 32)
+  assert all(t["cached"] == ["features"] for t in again["input_seconds"].values())
+  assert again["ranking"] == [dict(r, embed_seconds=again["ranking"][i]["embed_seconds"],
+                                   knn_seconds=again["ranking"][i]["knn_seconds"])
+                              for i, r in enumerate(first["ranking"])]
+  # Another split or image size is another entry; an entry written for another key is not trusted.
+  other = select.select_expert(task, experts, configs.replace(sel_cfg, split="train800"), str(tmp_path), 32)
+  assert all(t["cached"] == [] for t in other["input_seconds"].values())
+  from expert_hub.selection import cache as cache_lib
+  c = cache_lib.EmbeddingCache(str(tmp_path / "c"))
+  c.put("e", experts[0], "t", "s", 32, "features", np.ones((3, 2)))
+  assert c.get("e", experts[0], "t", "s", 32, "features", 3).shape == (3, 2)
+  assert c.get("e", experts[0], "t", "s", 32, "features", 4) is None  # another example count: stale
+  assert c.get("e", experts[1], "t", "s", 32, "features", 3) is None  # another module
+  with pytest.raises(ValueError, match="'weights'.*expected one of"):
+    c.get("e", experts[0], "t", "s", 32, "weights", 3)
+
+
+def test_sharded_selection_merges_to_the_unsharded_ranking(export_dir, data_dir, tmp_path, smoke_cfg):
+  task = get_task("world/colours_novel", data_dir)
+  sel_cfg = configs.replace(smoke_cfg.selection, split="val200")
+  experts = _experts(export_dir)
+  whole = select.select_expert(task, experts, sel_cfg, str(tmp_path / "whole"), 32, proxies="knn,random")
+  sharded = str(tmp_path / "sharded")
+  with pytest.raises(FileNotFoundError, match="No selection shard files"):
+    select.merge_shards(sharded)
+  for i in range(3):
+    part = select.select_expert(task, experts, sel_cfg, sharded, 32, proxies="knn,random", shard=(i, 3))
+    assert part["shard_experts"] == experts[i::3]
+    if i == 1:
+      with pytest.raises(FileNotFoundError, match=r"Shards \[2\] of 3"):
+        select.merge_shards(sharded)
+  assert not os.path.exists(os.path.join(sharded, select.SELECTION_FILE))
+  merged = select.merge_shards(sharded)
+  assert json.load(open(os.path.join(sharded, select.SELECTION_FILE))) == merged
+  assert merged["selected"] == whole["selected"] and merged["shards"] == 3
+  for label in ("knn", "random"):
+    assert ([(r["expert"], r["score"]) for r in merged["proxies"][label]["ranking"]] ==
+            [(r["expert"], r["score"]) for r in whole["proxies"][label]["ranking"]])
+  with pytest.raises(ValueError, match=r"shard='3/3'; expected 'i/n' with 0 <= i < n"):
+    select.parse_shard("3/3")
+  assert select.parse_shard("2/5") == (2, 5) and select.parse_shard(None) is None
+
+
+def test_packed_experts_are_embedded_together_and_score_as_single_modules(trained_workdir, export_dir, data_dir,
+                                                                          tmp_path, smoke_cfg):
+  from expert_hub.hub import export_trained
+  packs = str(tmp_path / "packs")
+  pack = export_trained.export_pack(trained_workdir, packs, version=1)
+  singles = {e["name"]: e["path"] for e in registry.list_experts([export_dir]) if e["kind"] == "adapter"}
+  assert len(singles) >= 2
+  task = get_task("world/colours_novel", data_dir)
+  sel_cfg = configs.replace(smoke_cfg.selection, split="val200")
+  packed = select.select_expert(task, [f"{pack}#{n}" for n in sorted(singles)], sel_cfg, str(tmp_path / "p"), 32,
+                                proxies="knn,logme", use_cache=False)
+  single = select.select_expert(task, [singles[n] for n in sorted(singles)], sel_cfg, str(tmp_path / "s"), 32,
+                                proxies="knn,logme", use_cache=False)
+  # One embed_pack call embedded all of them; its seconds are shared equally.
+  assert len({t["embed"] for t in packed["input_seconds"].values()}) == 1
+  names = {f"{pack}#{n}": n for n in singles}
+  names.update({path: n for n, path in singles.items()})
+  for label in ("knn", "logme"):
+    got, want = ({names[r["expert"]]: r["score"] for r in result["proxies"][label]["ranking"]}
+                 for result in (packed, single))
+    assert set(got) == set(singles) and got == pytest.approx(want, abs=1e-3)

@@ -45,6 +45,17 @@ def test_forward_flops_grow_with_pixels():
   assert 3.5 < large / small < 4.5
 
 
+def test_budget_ratios_hand_case():
+  flops = {"embed": 10.0, "upstream_train": 10.0, "finetune_train": 5.0}
+  r = cost.budget_ratios(num_experts=4, select_images=100, dat_train_images=1000, finetune_images=200, flops=flops)
+  # (a) 4 x 100 x 10 + 3 x 200 x 5 = 4000 + 3000; (c) 100 x 10 + 3 x 1000 x 10 + 3000 = 31000 + 3000.
+  assert (r["a_flops"], r["c_flops"], r["finetune_flops"]) == (7000, 34000, 3000)
+  assert r["c/a flops"] == pytest.approx(34000 / 7000) and r["c/a flops before finetune"] == pytest.approx(31000 / 4000)
+  assert "| 0x |" not in cost.budget_markdown([("hand", r)]) and "| 5x | 8x |" in cost.budget_markdown([("hand", r)])
+  with pytest.raises(ValueError, match="num_experts=0; expected a positive count"):
+    cost.budget_ratios(0, 100, 1000, 200, flops)
+
+
 @pytest.mark.slow
 def test_one_task_costs_all_three_routes(trained_workdir, export_dir, smoke_cfg, data_dir, tmp_path):
   workdir, exports = str(tmp_path / "workdir"), str(tmp_path / "export")
@@ -61,6 +72,7 @@ def test_one_task_costs_all_three_routes(trained_workdir, export_dir, smoke_cfg,
   assert b["accuracy"] >= a["accuracy"]  # the oracle fine-tuned the pick too
   assert set(result["finetune_accuracy"]) == set(experts)
   assert c["flops"] > a["flops"]  # DAT trains on upstream data; expert_hub only embeds and fine-tunes once
+  assert result["ratios"]["c/a flops before finetune"] > result["ratios"]["c/a flops"]  # the shared part dilutes
   assert 0.0 < c["acceptance"] <= 1.0 and c["top_target_labels"]
   assert upstream_train.is_trained(dat.dat_dir(workdir, task.name))
   assert cost.measure_task(task, smoke_cfg, workdir, exports, modules, data_dir, flops) == result  # cached

@@ -28,6 +28,8 @@ import tensorflow as tf
 
 from expert_hub import io_utils
 from expert_hub.models import layers
+from expert_hub.models import packing
+from expert_hub.models import stacking
 from expert_hub.models import weights as weights_lib
 
 METADATA_FILE = "expert.json"
@@ -100,6 +102,13 @@ def _make_logits(backbone, head, label_ids, folding):
     folding.refresh()
     return tf.gather(head(backbone(images, training=False)), ids, axis=-1)
   return tf.function(logits)
+
+
+def _make_embed_all(stacked, folding, experts_per_graph):
+  def embed_all(images):
+    folding.refresh()
+    return stacked(images, experts_per_chunk=experts_per_graph)
+  return tf.function(embed_all, autograph=False)  # plain Python loops over experts and steps: nothing to convert
 
 
 def _raw(variables):
@@ -205,12 +214,18 @@ def export_module(backbone, export_dir, upstream, name, version, metadata, head=
   return _write_module(path, lambda tmp: tf.saved_model.save(obj, tmp, signatures=signatures), info)
 
 
-def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
+def export_pack(trunk, experts, export_dir, upstream, name, version, metadata, max_experts_per_graph=None):
   """Exports one SavedModel holding a trunk once plus several adapter experts built on the same trunk layers.
 
   The root is the trunk itself (a Reusable SavedModel: the generalist); each expert is a named sub-module
   `module.<expert>` with its own `__call__(images, training=False)`, `variables` (trunk + its adapters),
   `trainable_variables` and `regularization_losses` (TF Hub's named sub-callables); `module.experts` lists them.
+
+  When the experts are packing.SharedTrunkBackbones, the root also gets `embed_all(images)` -> [E, B, D]: every
+  expert's inference features in one graph (models/stacking.py), expert e being `module.embed_all_experts[e]`
+  (also expert.json's "embed_all"). It runs at most `module.embed_all_experts_per_graph` experts' activations
+  stacked at a time, so one call holds that many times the activations of one expert's call on B images.
+  Packs exported before embed_all existed lack these attributes (selection/embed.py:embed_pack falls back).
 
   The models are folded in place (weights.fold_standardization_in_place): build them for the export only.
 
@@ -220,6 +235,7 @@ def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
     experts: {expert name: backbone} sharing the trunk's variables.
     export_dir, upstream, name, version: as in export_module (name is the pack's name).
     metadata: {"experts": {expert name: expert.json-style metadata}, ...} merged into the pack's expert.json.
+    max_experts_per_graph: experts stacked per trunk call inside embed_all (None: all), a memory bound.
   """
   path = module_dir(export_dir, upstream, name, version)
   for expert in experts:
@@ -239,6 +255,15 @@ def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
     per_expert[expert] = dict(per_expert.get(expert, {}), num_params=_num_params(_raw(model.variables)),
                               num_own_params=_num_params(own), feature_dim=int(model.output_shape[-1]))
   root.experts = tf.Variable(sorted(experts), trainable=False, name="experts")  # constants are not saved
+  embed_all = None
+  if experts and all(isinstance(m, packing.SharedTrunkBackbone) for m in experts.values()):
+    stacked = stacking.StackedExperts(experts)
+    per_graph = len(experts) if max_experts_per_graph is None else max(1, min(len(experts), max_experts_per_graph))
+    root.embed_all = _make_embed_all(stacked, folding, per_graph)
+    root.embed_all.get_concrete_function(spec)
+    root.embed_all_experts = tf.Variable(list(stacked.names), trainable=False, name="embed_all_experts")
+    root.embed_all_experts_per_graph = tf.Variable(per_graph, trainable=False, name="embed_all_experts_per_graph")
+    embed_all = {"experts": list(stacked.names), "experts_per_graph": per_graph}
   info = dict(metadata)
   info.update({
       "name": name, "upstream": upstream, "version": version, "kind": "pack",
@@ -248,6 +273,8 @@ def export_pack(trunk, experts, export_dir, upstream, name, version, metadata):
       "format": "tf2-reusable-savedmodel, named sub-callables per expert",
       "input": "float32 [batch, height, width, 3] in [0, 1]", "experts": per_expert,
   })
+  if embed_all is not None:
+    info["embed_all"] = embed_all
   signatures = {"serving_default": root.__call__.get_concrete_function(spec, training=False)}
   return _write_module(path, lambda tmp: tf.saved_model.save(root, tmp, signatures=signatures), info)
 

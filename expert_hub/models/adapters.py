@@ -62,3 +62,25 @@ def apply_adapter(x, get_part):
 def is_adapter_layer(layer_name):
   """True for layers that belong to an adapter (their names all start with 'adapter_')."""
   return layer_name.startswith("adapter_")
+
+
+def randomize_adapters(model, seed, scale=0.5):
+  """Sets every adapter weight of `model` to random non-zero values, so that experts differ from the trunk and
+  from each other (tests and benchmarks of many experts; trained adapters come from train/experts.py).
+
+  Kernels ~ N(0, scale^2 / fan_in), GroupNorm gamma ~ 1 + N(0, 0.1^2), beta ~ N(0, 0.1^2).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    if not is_adapter_layer(layer.name):
+      continue
+    for w in layer.weights:
+      shape = tuple(w.shape)
+      if len(shape) == 4:
+        value = rng.normal(0.0, scale / np.sqrt(np.prod(shape[:3])), shape)
+      elif w.name == "gamma":
+        value = 1.0 + rng.normal(0.0, 0.1, shape)
+      else:
+        value = rng.normal(0.0, 0.1, shape)
+      w.assign(value.astype("float32"))

@@ -82,33 +82,42 @@ class GroupNorm(keras.layers.Layer):
     self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
   def call(self, inputs):
-    x = tf.convert_to_tensor(inputs)
-    dtype = x.dtype
-    channels = x.shape[-1]
-    # Static sizes where known, so that shapes (and FLOP counts, cost.py) stay known after the reshapes.
-    shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]
-    x3 = tf.cast(tf.reshape(x, [shape[0], -1, channels]), tf.float32)  # (N, positions, C)
-    per_group = channels // self.groups
-    count = tf.cast(tf.shape(x3)[1] * per_group, tf.float32)
-
-    def group_mean(per_channel):  # (N, C) sums -> (N, G, 1) means
-      return tf.reduce_sum(tf.reshape(per_channel, [shape[0], self.groups, per_group]), 2, keepdims=True) / count
-
-    mean = group_mean(tf.reduce_sum(x3, 1))
-    var = tf.maximum(group_mean(_sum_of_squares(x3)) - tf.square(mean), 0.0)
-    inv = tf.math.rsqrt(var + self.epsilon)
-    scale = tf.reshape(tf.broadcast_to(inv, [shape[0], self.groups, per_group]), [shape[0], channels])
-    scale *= tf.cast(self.gamma, tf.float32)
-    mean_c = tf.reshape(tf.broadcast_to(mean, [shape[0], self.groups, per_group]), [shape[0], channels])
-    offset = tf.cast(self.beta, tf.float32) - mean_c * scale
-    y = x3 * scale[:, None, :] + offset[:, None, :]
-    return tf.cast(tf.reshape(y, shape), dtype)
+    return group_normalize(inputs, self.groups, self.epsilon, self.gamma, self.beta)
 
   def compute_output_shape(self, input_shape):
     return input_shape
 
   def get_config(self):
     return dict(super().get_config(), groups=self.groups, epsilon=self.epsilon)
+
+
+def group_normalize(inputs, groups, epsilon, gamma, beta):
+  """GroupNorm's maths: gamma and beta are per channel [C], or per example and channel [N, C].
+
+  The per-example form lets several adapter experts' GroupNorms run as one op on their stacked activations
+  (models/stacking.py) with exactly the arithmetic of each expert's own layer.
+  """
+  x = tf.convert_to_tensor(inputs)
+  dtype = x.dtype
+  channels = x.shape[-1]
+  # Static sizes where known, so that shapes (and FLOP counts, cost.py) stay known after the reshapes.
+  shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]
+  x3 = tf.cast(tf.reshape(x, [shape[0], -1, channels]), tf.float32)  # (N, positions, C)
+  per_group = channels // groups
+  count = tf.cast(tf.shape(x3)[1] * per_group, tf.float32)
+
+  def group_mean(per_channel):  # (N, C) sums -> (N, G, 1) means
+    return tf.reduce_sum(tf.reshape(per_channel, [shape[0], groups, per_group]), 2, keepdims=True) / count
+
+  mean = group_mean(tf.reduce_sum(x3, 1))
+  var = tf.maximum(group_mean(_sum_of_squares(x3)) - tf.square(mean), 0.0)
+  inv = tf.math.rsqrt(var + epsilon)
+  scale = tf.reshape(tf.broadcast_to(inv, [shape[0], groups, per_group]), [shape[0], channels])
+  scale *= tf.cast(gamma, tf.float32)
+  mean_c = tf.reshape(tf.broadcast_to(mean, [shape[0], groups, per_group]), [shape[0], channels])
+  offset = tf.cast(beta, tf.float32) - mean_c * scale
+  y = x3 * scale[:, None, :] + offset[:, None, :]
+  return tf.cast(tf.reshape(y, shape), dtype)
 
 
 @tf.custom_gradient

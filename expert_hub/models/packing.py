@@ -4,7 +4,7 @@ A packed module holds the generalist trunk once plus each adapter expert's own v
 as a whole Keras model would copy the whole trunk graph into every expert's functions (~1.7 MiB per expert for
 ResNet50). Here every trunk step of `resnet_v2.backbone_plan` (stem, each unit, final) is one shared
 tf.function; an expert's call runs those functions with its adapters in between, so its own graph is a few
-adapter ops and function calls.
+adapter ops and function calls. models/stacking.py runs all of a pack's experts in one graph (`embed_all`).
 """
 
 import tensorflow as tf

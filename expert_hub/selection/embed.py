@@ -1,4 +1,8 @@
-"""Embedding a task's images with an expert module: batched calls of the module's traced function."""
+"""Embedding a task's images with an expert module: batched calls of the module's traced function.
+
+Several experts of one pack ("<pack path>#<expert>" handles, see group_packed) embed together with
+embed_pack, which uses the pack's `embed_all` (every expert in one graph, models/stacking.py) when it has one.
+"""
 
 import time
 
@@ -7,6 +11,10 @@ import tensorflow as tf
 
 from expert_hub.data import preprocessing
 from expert_hub.hub import loading
+
+# embed_pack's default cap on stacked activations: as many pixels as one expert's embed() of 256 images at 224 px
+# (what selection at 224 px already holds), i.e. 256 stacked rows at 224 px, 12,544 at 32 px.
+DEFAULT_STACKED_PIXELS = 256 * 224 * 224
 
 
 def prepare_images(task, split, image_size):
@@ -35,4 +43,80 @@ def timed_embed(handle, images, batch_size=256, export_dirs=None):
   t0 = time.time()
   module, _ = loading.load_module(handle, export_dirs)
   features = embed(module, images, batch_size)
+  return features, time.time() - t0
+
+
+def group_packed(paths):
+  """Splits resolved module paths into packs and single modules, keeping first-seen order.
+
+  Args:
+    paths: resolved paths (registry.Registry.resolve / loading.load_module's second value); a packed expert's
+      is "<pack path>#<expert>".
+
+  Returns:
+    ({pack path: [expert, ...]}, [other paths]).
+  """
+  packs, singles = {}, []
+  for path in paths:
+    if "#" in path:
+      pack, expert = path.rsplit("#", 1)
+      packs.setdefault(pack, []).append(expert)
+    else:
+      singles.append(path)
+  return packs, singles
+
+
+def has_embed_all(module):
+  """True for a loaded pack exported with `embed_all` (older packs and single modules lack it)."""
+  return all(hasattr(module, a) for a in ("embed_all", "embed_all_experts", "embed_all_experts_per_graph"))
+
+
+def embed_pack(pack_module, images, batch_size=256, experts=None, max_stacked_batch=None):
+  """{expert name: features [N, D]} of float images [N, H, W, 3] for experts of one loaded pack.
+
+  With the pack's `embed_all` (and at least half of its experts asked for, since it always computes all of
+  them) every expert runs in one graph on each batch; otherwise each expert's own `__call__` runs in turn, as
+  embed() does. Both give the same features up to float rounding.
+
+  Args:
+    pack_module: a loaded pack (loading.load_module(pack path)[0], or the `.pack` of a loaded packed expert).
+      A module that is not a pack (no `experts`) is embedded as one expert, keyed None.
+    images: float32 [N, H, W, 3] in [0, 1].
+    batch_size: images per call (of one expert, or of embed_all for all of them).
+    experts: names to return (default: all the pack's experts).
+    max_stacked_batch: a cap on stacked rows per embed_all call (experts per graph x images), i.e. on its
+      memory; default max(batch_size, DEFAULT_STACKED_PIXELS // (H * W)). Calls take min(batch_size,
+      max_stacked_batch // experts per graph) images; if not even one fits, experts run one at a time.
+
+  Raises:
+    KeyError: an expert the pack does not hold.
+  """
+  if not hasattr(pack_module, "experts"):
+    return {None: embed(pack_module, images, batch_size)}
+  preprocessing.check_image_batch(images)
+  held = [n.decode() for n in pack_module.experts.numpy()]
+  wanted = list(held if experts is None else experts)
+  missing = [n for n in wanted if n not in held]
+  if missing:
+    raise KeyError(f"The pack holds no expert {missing}; it holds {held}.")
+  if has_embed_all(pack_module) and 2 * len(set(wanted)) >= len(held):
+    per_graph = int(pack_module.embed_all_experts_per_graph.numpy())
+    cap = max_stacked_batch
+    if cap is None:
+      cap = max(batch_size, DEFAULT_STACKED_PIXELS // (int(images.shape[1]) * int(images.shape[2])))
+    images_per_call = min(batch_size, cap // per_graph)
+    if images_per_call >= 1:
+      order = [n.decode() for n in pack_module.embed_all_experts.numpy()]
+      out = [pack_module.embed_all(tf.constant(images[start:start + images_per_call])).numpy()
+             for start in range(0, len(images), images_per_call)]
+      features = np.concatenate(out, axis=1)
+      return {name: features[order.index(name)] for name in wanted}
+  return {name: embed(getattr(pack_module, name), images, batch_size) for name in wanted}
+
+
+def timed_embed_pack(pack_path, images, batch_size=256, experts=None, export_dirs=None, max_stacked_batch=None):
+  """(embed_pack's {expert: features}, seconds including the verified load of the whole pack)."""
+  t0 = time.time()
+  module, _ = loading.load_module(pack_path, export_dirs)
+  features = embed_pack(module, images, batch_size, experts, max_stacked_batch)
   return features, time.time() - t0

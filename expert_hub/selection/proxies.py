@@ -205,6 +205,9 @@ def _thin_svd(f, rcond=1e-10):
   return s, (f @ v[:, keep] / s if n >= d else u[:, keep])
 
 
+_LOGME_MIN, _LOGME_MAX = 1e-10, 1e10
+
+
 def _logme_fixed_point(s, z, rest, n, d, max_iter, tol):
   sigma = s ** 2
   alpha, beta = 1.0, 1.0
@@ -217,7 +220,10 @@ def _logme_fixed_point(s, z, rest, n, d, max_iter, tol):
 
   for _ in range(max_iter):
     gamma, mm, residual = terms(alpha, beta)
-    new_alpha, new_beta = gamma / max(mm, 1e-300), (n - gamma) / max(residual, 1e-300)
+    # Clipped: where F fits y exactly (beta -> inf) or spans nothing (all-zero features: alpha -> 0) the evidence
+    # has a finite limit but its terms do not; at the clip the cancelling terms stay finite and close to it.
+    new_alpha = float(np.clip(gamma / max(mm, 1e-300), _LOGME_MIN, _LOGME_MAX))
+    new_beta = float(np.clip((n - gamma) / max(residual, 1e-300), _LOGME_MIN, _LOGME_MAX))
     done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
     alpha, beta = new_alpha, new_beta
     if done:

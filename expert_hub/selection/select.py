@@ -19,8 +19,10 @@ Writes `<workdir>/selection.json`:
    "generalist", "input_seconds": {expert: {"embed", "logits"}}, "seconds"}
 """
 
+import glob
 import logging
 import os
+import re
 import time
 
 import numpy as np
@@ -30,6 +32,7 @@ from expert_hub import io_utils
 from expert_hub.hub import export
 from expert_hub.hub import loading
 from expert_hub.hub import registry as registry_lib
+from expert_hub.selection import cache as cache_lib
 from expert_hub.selection import embed as embed_lib
 from expert_hub.selection import proxies as proxies_lib
 from expert_hub.train import trainer
@@ -37,6 +40,9 @@ from expert_hub.train import trainer
 log = logging.getLogger(__name__)
 PROXIES = proxies_lib.PROXIES
 SELECTION_FILE = "selection.json"
+EMBEDDINGS_DIR = "embeddings"
+_SHARD_FILE = "selection.shard-{index:05d}-of-{count:05d}.json"
+_SHARD_RE = re.compile(r"selection\.shard-(\d{5})-of-(\d{5})\.json$")
 _NO_LOGITS = ("the module has no `logits` endpoint (packed adapter experts, modules exported without an upstream "
               "head, and most published feature-vector modules have none)")
 
@@ -93,7 +99,7 @@ def _logits(module, images, batch_size):
   return np.concatenate(out)
 
 
-def _generalist_inputs(handle, path, why_not, images, cfg, export_dirs, needs):
+def _generalist_inputs(handle, path, why_not, images, cfg, export_dirs, needs, cache, cache_key):
   """(fields for ProxyInputs from the generalist, missing reasons, seconds)."""
   fields, missing, t0 = {}, {}, time.time()
   if "generalist_logits" not in needs:
@@ -108,33 +114,79 @@ def _generalist_inputs(handle, path, why_not, images, cfg, export_dirs, needs):
   elif label_ids is None:
     missing["generalist_label_ids"] = f"generalist {handle!r} lists no 'labels' in its expert.json"
   else:
-    fields = {"generalist_logits": _logits(module, images, cfg.batch_size), "generalist_label_ids": label_ids}
+    logits, _ = cache.get_or_compute(handle, path, *cache_key, "logits", len(images),
+                                     lambda: _logits(module, images, cfg.batch_size))
+    fields = {"generalist_logits": logits, "generalist_label_ids": label_ids}
   return fields, missing, time.time() - t0
 
 
-def _expert_inputs(path, images, cfg, export_dirs, needs):
-  """(fields for ProxyInputs from one expert, missing reasons, embed seconds, logits seconds)."""
-  fields, missing = {}, {}
+def _embed_packs(paths, images, cfg, export_dirs, cache, cache_key):
+  """{expert: (features, seconds)} for candidates that share a pack, each pack embedded once with all of its
+  uncached candidates (embed.embed_pack: the pack's `embed_all`, every expert in one graph, where it has one).
+  The pack's seconds are shared equally among the experts it embedded."""
+  by_path = {path: expert for expert, path in paths.items()}
+  packs, _ = embed_lib.group_packed(list(paths.values()))
+  out = {}
+  for pack, names in packs.items():
+    todo = [n for n in names if cache.get(by_path[f"{pack}#{n}"], f"{pack}#{n}", *cache_key, "features",
+                                          len(images)) is None]
+    if len(todo) < 2:
+      continue  # Nothing to share: the per-expert path embeds (or reads) it.
+    t0 = time.time()
+    module, _ = loading.load_module(pack, export_dirs)
+    features = embed_lib.embed_pack(module, images, cfg.batch_size, experts=todo)
+    seconds = (time.time() - t0) / len(todo)
+    log.info("[select] pack %s: %d experts embedded together (%.0f img/s per expert)", pack, len(todo),
+             len(images) / max(seconds, 1e-9))
+    for name in todo:
+      expert = by_path[f"{pack}#{name}"]
+      cache.put(expert, f"{pack}#{name}", *cache_key, "features", features[name])
+      out[expert] = (features[name], seconds)
+  return out
+
+
+def _expert_inputs(expert, path, images, cfg, export_dirs, needs, cache, cache_key, packed_features=None):
+  """(fields for ProxyInputs from one expert, missing reasons, embed seconds, logits seconds, cached kinds).
+
+  Arrays come from `packed_features` ((features, seconds) computed with the expert's pack) or from `cache` when
+  it holds them for `cache_key` (task, split, image size); the module is loaded only when something must be
+  computed.
+  """
+  fields, missing, cached = {}, {}, []
   embed_seconds = logits_seconds = 0.0
   if "label_ids" in needs:
     label_ids = _metadata(path).get("labels")
     if label_ids is None:
       missing["label_ids"] = "its expert.json lists no upstream 'labels'"
     fields["label_ids"] = label_ids
-  if needs & {"features", "logits"}:
+  module = None
+
+  def loaded():
+    nonlocal module
+    if module is None:
+      module, _ = loading.load_module(path, export_dirs)
+    return module
+
+  if "features" in needs and packed_features is not None:
+    fields["features"], embed_seconds = packed_features
+  elif "features" in needs:
     t0 = time.time()
-    module, _ = loading.load_module(path, export_dirs)
-    if "features" in needs:
-      fields["features"] = embed_lib.embed(module, images, cfg.batch_size)
+    fields["features"], hit = cache.get_or_compute(
+        expert, path, *cache_key, "features", len(images),
+        lambda: embed_lib.embed(loaded(), images, cfg.batch_size))
+    cached += ["features"] if hit else []
     embed_seconds = time.time() - t0
-    if "logits" in needs:
-      t1 = time.time()
-      if hasattr(module, "logits"):
-        fields["logits"] = _logits(module, images, cfg.batch_size)
-      else:
-        missing["logits"] = _NO_LOGITS
-      logits_seconds = time.time() - t1
-  return fields, missing, embed_seconds, logits_seconds
+  if "logits" in needs:
+    t1 = time.time()
+    endpoints = _metadata(path).get("endpoints")  # Exported modules list theirs; others must be loaded to see.
+    if not ("logits" in endpoints if endpoints is not None else hasattr(loaded(), "logits")):
+      missing["logits"] = _NO_LOGITS
+    else:
+      fields["logits"], hit = cache.get_or_compute(expert, path, *cache_key, "logits", len(images),
+                                                   lambda: _logits(loaded(), images, cfg.batch_size))
+      cached += ["logits"] if hit else []
+    logits_seconds = time.time() - t1
+  return fields, missing, embed_seconds, logits_seconds, cached
 
 
 def _score(proxy, inputs, strict, record):
@@ -153,7 +205,8 @@ def _score(proxy, inputs, strict, record):
   return value
 
 
-def score_proxies(task, experts, cfg, image_size, export_dirs=None, proxies=None, generalist=None, strict=False):
+def score_proxies(task, experts, cfg, image_size, export_dirs=None, proxies=None, generalist=None, strict=False,
+                  cache_dir=None):
   """Scores each expert on the task's `cfg.split` with every requested proxy.
 
   Args:
@@ -167,10 +220,12 @@ def score_proxies(task, experts, cfg, image_size, export_dirs=None, proxies=None
     generalist: the generalist's handle for Domain Prediction and the generalist reference; None to find it in
       the registry by the experts' upstream.
     strict: raise MissingInputError where a proxy lacks an input, instead of recording a skip.
+    cache_dir: folder of the embedding cache (cache.py): features and logits found there for this task, split
+      and image size are reused, computed ones are added; None caches nothing.
 
   Returns:
     {"proxies": {label: record}, "order": [labels], "num_examples", "generalist" (its handle or None),
-     "generalist_seconds", "input_seconds": {expert: {"embed", "logits"}}}.
+     "generalist_seconds", "input_seconds": {expert: {"embed", "logits", "cached": [kinds read from the cache]}}}.
 
   Raises:
     ValueError: unknown proxies or parameters, no experts.
@@ -189,8 +244,9 @@ def score_proxies(task, experts, cfg, image_size, export_dirs=None, proxies=None
     if gen_path is not None:
       gen_handle = _generalist_handle(registry, gen_path, paths, generalist)
   images, labels = embed_lib.prepare_images(task, cfg.split, image_size)
+  cache, cache_key = cache_lib.EmbeddingCache(cache_dir), (task.name, cfg.split, image_size)
   gen_fields, gen_missing, gen_seconds = _generalist_inputs(gen_handle, gen_path, why_not, images, cfg, export_dirs,
-                                                            needs)
+                                                            needs, cache, cache_key)
   if gen_path is None and why_not:
     gen_missing["is_generalist"] = why_not
   records = {p.label: {"name": p.name, "params": {k: list(v) if isinstance(v, tuple) else v  # as JSON reads back
@@ -198,18 +254,23 @@ def score_proxies(task, experts, cfg, image_size, export_dirs=None, proxies=None
                        "ranking": [], "skipped": {}, "seconds": 0.0} for p in parsed}
   input_seconds = {}
   start = time.time()
+  packed = _embed_packs(paths, images, cfg, export_dirs, cache, cache_key) if "features" in needs else {}
   for i, (expert, path) in enumerate(paths.items()):
     t0 = time.time()
-    fields, missing, embed_seconds, logits_seconds = _expert_inputs(path, images, cfg, export_dirs, needs)
-    input_seconds[expert] = {"embed": round(embed_seconds, 3), "logits": round(logits_seconds, 3)}
+    fields, missing, embed_seconds, logits_seconds, cached = _expert_inputs(expert, path, images, cfg, export_dirs,
+                                                                            needs, cache, cache_key,
+                                                                            packed.get(expert))
+    input_seconds[expert] = {"embed": round(embed_seconds, 3), "logits": round(logits_seconds, 3), "cached": cached}
     inputs = proxies_lib.ProxyInputs(
         labels=labels, expert=expert, task=task.name, is_generalist=None if gen_path is None else path == gen_path,
         missing=dict(gen_missing, **missing), **gen_fields, **fields)
     scores = {p.label: _score(p, inputs, strict, records[p.label]) for p in parsed}
     eta = (time.time() - start) / (i + 1) * (len(paths) - i - 1)
     shown = ", ".join(f"{k}={v:.4f}" if v is not None else f"{k}=skipped" for k, v in scores.items())
-    log.info("[select %s] %d/%d %s: %s (%.0f img/s) ETA %s", task.name, i + 1, len(paths), expert, shown,
-             len(images) / max(time.time() - t0, 1e-9), trainer.format_seconds(eta))
+    log.info("[select %s] %d/%d %s: %s (%s) ETA %s", task.name, i + 1, len(paths), expert, shown,
+             f"cached {'+'.join(cached)}" if cached else
+             f"{len(images) / max(time.time() - t0 + packed.get(expert, (None, 0.0))[1], 1e-9):.0f} img/s",
+             trainer.format_seconds(eta))
   for proxy in parsed:
     record = records[proxy.label]
     if proxy.name == "generalist" and gen_path is not None and gen_path not in paths.values():
@@ -247,20 +308,115 @@ def _primary_ranking(scored):
           for r in record["ranking"]]
 
 
+def parse_shard(spec):
+  """"i/n" -> (i, n) with 0 <= i < n; None or "" -> None."""
+  if not spec:
+    return None
+  m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
+  if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+    raise ValueError(f"shard={spec!r}; expected 'i/n' with 0 <= i < n, e.g. '0/4' for the first of 4 shards.")
+  return int(m.group(1)), int(m.group(2))
+
+
+def shard_experts(experts, shard):
+  """The experts shard (i, n) scores: every n-th of the list, starting at i (the same list on every machine)."""
+  if shard is None:
+    return list(experts)
+  index, count = shard
+  return list(experts)[index::count]
+
+
+def _result(task_name, k, split, scored, seconds, require_primary=True):
+  """selection.json's content from score_proxies' output (a shard may have no primary ranking)."""
+  primary = scored["order"][0]
+  ranking = _primary_ranking(scored) if require_primary or scored["proxies"][primary]["ranking"] else []
+  return {"task": task_name, "proxy": primary, "k": k, "num_examples": scored["num_examples"], "split": split,
+          "knn_backend": _knn_backend(scored), "selected": ranking[0]["expert"] if ranking else None,
+          "ranking": ranking, "proxies": scored["proxies"], "generalist": scored["generalist"],
+          "generalist_seconds": scored["generalist_seconds"], "input_seconds": scored["input_seconds"],
+          "seconds": round(seconds, 3)}
+
+
 def select_expert(task, experts, cfg, workdir, image_size, export_dirs=None, proxies=None, generalist=None,
-                  strict=False):
+                  strict=False, shard=None, use_cache=True):
   """Ranks experts for the task by every proxy and writes `<workdir>/selection.json`; returns its content.
 
-  Arguments as in score_proxies; the first proxy decides "selected" and the top-level "ranking".
+  Arguments as in score_proxies; the first proxy decides "selected" and the top-level "ranking". Embeddings are
+  cached in `<workdir>/embeddings/` (unless use_cache=False), so a re-run (other proxies, after an interruption)
+  skips the experts already embedded.
+
+  With shard=(i, n) (see parse_shard), only shard_experts(experts, shard) are scored and the result goes to
+  `<workdir>/selection.shard-<i>-of-<n>.json` instead; merge_shards(workdir) combines the n shard files into
+  selection.json. Shards may share the workdir (a shared file system) or be copied into one before merging.
   """
   t0 = time.time()
-  scored = score_proxies(task, experts, cfg, image_size, export_dirs, proxies, generalist, strict)
-  ranking = _primary_ranking(scored)
-  primary = scored["order"][0]
-  result = {"task": task.name, "proxy": primary, "k": cfg.k, "num_examples": scored["num_examples"],
-            "split": cfg.split, "knn_backend": _knn_backend(scored), "selected": ranking[0]["expert"],
-            "ranking": ranking, "proxies": scored["proxies"], "generalist": scored["generalist"],
-            "generalist_seconds": scored["generalist_seconds"], "input_seconds": scored["input_seconds"],
-            "seconds": round(time.time() - t0, 3)}
+  mine = shard_experts(experts, shard)
+  if not mine:
+    raise ValueError(f"Shard {shard[0]}/{shard[1]} of {len(experts)} experts is empty; use at most "
+                     f"{len(experts)} shards.")
+  cache_dir = os.path.join(workdir, EMBEDDINGS_DIR) if use_cache else None
+  scored = score_proxies(task, mine, cfg, image_size, export_dirs, proxies, generalist, strict, cache_dir)
+  result = _result(task.name, cfg.k, cfg.split, scored, time.time() - t0, require_primary=shard is None)
+  if shard is None:
+    io_utils.atomic_write_json(os.path.join(workdir, SELECTION_FILE), result)
+  else:
+    result.update(shard=list(shard), shard_experts=mine, num_candidates=len(experts))
+    io_utils.atomic_write_json(os.path.join(workdir, _SHARD_FILE.format(index=shard[0], count=shard[1])), result)
+  return result
+
+
+def merge_shards(workdir):
+  """Combines `<workdir>/selection.shard-*-of-<n>.json` into `<workdir>/selection.json`; returns its content.
+
+  Raises:
+    FileNotFoundError: no shard files, or some of the n shards are missing (named).
+    ValueError: shards of different runs (task, split, k, proxies, example count or shard count differ), or an
+      expert scored by two shards.
+  """
+  found = {}
+  for path in glob.glob(os.path.join(workdir, "selection.shard-*-of-*.json")):
+    m = _SHARD_RE.search(os.path.basename(path))
+    if m:
+      found[(int(m.group(1)), int(m.group(2)))] = path
+  if not found:
+    raise FileNotFoundError(f"No selection shard files (selection.shard-<i>-of-<n>.json) in {workdir}; run "
+                            "select_expert --shard=i/n first.")
+  counts = sorted({n for _, n in found})
+  if len(counts) != 1:
+    raise ValueError(f"Shard files in {workdir} come from different shard counts {counts}; keep one run's.")
+  count = counts[0]
+  missing = [i for i in range(count) if (i, count) not in found]
+  if missing:
+    raise FileNotFoundError(f"Shards {missing} of {count} have not written their files to {workdir} yet.")
+  shards = [io_utils.read_json(found[(i, count)]) for i in range(count)]
+  first = shards[0]
+  for i, sh in enumerate(shards[1:], 1):
+    for key in ("task", "split", "k", "num_examples", "proxy", "num_candidates"):
+      if sh[key] != first[key]:
+        raise ValueError(f"Shard {i} has {key}={sh[key]!r} but shard 0 has {first[key]!r}: not the same run.")
+    if list(sh["proxies"]) != list(first["proxies"]):
+      raise ValueError(f"Shard {i} ranks proxies {list(sh['proxies'])}, shard 0 {list(first['proxies'])}.")
+  owner = {}
+  for i, sh in enumerate(shards):
+    for expert in sh["shard_experts"]:
+      if expert in owner:
+        raise ValueError(f"Expert {expert!r} was scored by shards {owner[expert]} and {i}.")
+      owner[expert] = i
+  records = {}
+  for label, rec in first["proxies"].items():
+    ranking, skipped = {}, {}
+    for sh in shards:
+      for r in sh["proxies"][label]["ranking"]:
+        ranking.setdefault(r["expert"], r)  # The generalist reference appears in every shard: keep one.
+      skipped.update(sh["proxies"][label]["skipped"])
+    ordered = sorted(ranking.values(), key=lambda r: (-r["score"], r["expert"]))
+    records[label] = dict(rec, ranking=ordered, skipped=skipped, selected=ordered[0]["expert"] if ordered else None,
+                          seconds=round(sum(sh["proxies"][label]["seconds"] for sh in shards), 3))
+  scored = {"proxies": records, "order": list(records), "num_examples": first["num_examples"],
+            "generalist": first["generalist"],
+            "generalist_seconds": round(sum(sh["generalist_seconds"] for sh in shards), 3),
+            "input_seconds": {e: t for sh in shards for e, t in sh["input_seconds"].items()}}
+  result = _result(first["task"], first["k"], first["split"], scored, sum(sh["seconds"] for sh in shards))
+  result["shards"] = count
   io_utils.atomic_write_json(os.path.join(workdir, SELECTION_FILE), result)
   return result

@@ -1,0 +1,71 @@
+r"""Evaluates selection proxies against the oracle (every expert fine-tuned): regret, Kendall tau-b, Spearman rho, cost.
+
+Per task, scores every expert by every proxy, fine-tunes every expert (and the generalist, for the `generalist`
+reference), then reports per proxy its pick, regret, rank correlations and cost. Writes proxy_evaluation.json,
+proxy_evaluation.md, proxy_regret.png and proxy_scores_<proxy>.png to --workdir; a re-run reuses what is done.
+
+  # Reuse the fine-tunes of a finished pipeline run (its export/ and tfds/ are the defaults):
+  python binaries/evaluate_proxies.py --config=tiny --pipeline_workdir=/tmp/expert_hub_demo --workdir=/tmp/proxy_eval
+  # Fine-tune everything here, on chosen tasks and proxies:
+  python binaries/evaluate_proxies.py --tasks=world/count,folder:/data/my_task --proxy=knn,logme \
+      --export_dir=/tmp/experts --workdir=/tmp/proxy_eval
+"""
+
+import os
+
+from absl import app
+from absl import flags
+
+from expert_hub import configs
+from expert_hub import flags_common
+from expert_hub.hub import registry
+from expert_hub.selection import proxy_evaluation
+from expert_hub.selection import select
+from expert_hub.tasks import sources
+
+FLAGS = flags.FLAGS
+flags_common.define_common_flags()
+flags_common.define_proxy_flags()
+flags.DEFINE_list("tasks", None, "Task specs: world/<task>, tfds:<name>, folder:<path>, vtab/<task> "
+                  "(default: the config's tasks, the embedded world's downstream tasks).")
+flags.DEFINE_list("experts", None, "Expert names/paths to evaluate (default: every expert in --export_dir).")
+flags.DEFINE_string("proxy", proxy_evaluation.DEFAULT_PROXIES,
+                    f"Proxies to evaluate, comma-separated: {', '.join(select.PROXIES)}; parameters as 'knn(k=3)'.")
+flags.DEFINE_string("pipeline_workdir", None, "Workdir of a finished run_pipeline run: reuse its fine-tuned "
+                    "accuracies (and default --export_dir / --data_dir to its export/ and tfds/).")
+flags.DEFINE_integer("image_size", None, "Resize task images to this for the proxies (default: the config's).")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  del argv
+  flags_common.setup_logging()
+  cfg = flags_common.load_config()
+  if FLAGS.tasks:
+    cfg = configs.replace(cfg, tasks=tuple(FLAGS.tasks))
+  pipeline_workdir = FLAGS.pipeline_workdir
+  if pipeline_workdir and not os.path.isdir(pipeline_workdir):
+    raise app.UsageError(f"--pipeline_workdir={pipeline_workdir!r} is not a directory; expected the workdir of a "
+                         "run_pipeline run.")
+  export_dir = FLAGS.export_dir or (pipeline_workdir and os.path.join(pipeline_workdir, "export"))
+  if not export_dir:
+    raise app.UsageError("--export_dir is required (or --pipeline_workdir, whose export/ it defaults to).")
+  data_dir = FLAGS.data_dir or (pipeline_workdir and os.path.join(pipeline_workdir, "tfds")) or None
+  image_size = FLAGS.image_size or cfg.upstream.image_size
+  tasks = [sources.get_task(spec, data_dir, image_size) for spec in cfg.tasks]
+  experts = FLAGS.experts or registry.Registry([export_dir]).expert_handles()
+  results = proxy_evaluation.evaluate_proxies(
+      tasks, experts, cfg, FLAGS.workdir, image_size, export_dirs=[export_dir], proxies=FLAGS.proxy,
+      generalist=FLAGS.generalist, strict=FLAGS.strict_proxies, pipeline_workdir=pipeline_workdir)
+  print(proxy_evaluation.markdown_table(results))
+  print(f"\nResults: {FLAGS.workdir}/{proxy_evaluation.RESULTS_FILE}, {FLAGS.workdir}/proxy_evaluation.md, "
+        f"{FLAGS.workdir}/proxy_regret.png, {FLAGS.workdir}/proxy_scores_<proxy>.png")
+
+
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

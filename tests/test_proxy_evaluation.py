@@ -1,0 +1,175 @@
+"""Proxy evaluation: rank correlations and regret against hand-computed values, then end to end on the tiny world."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_python
+from expert_hub import configs
+from expert_hub import pipeline
+from expert_hub.hub import registry
+from expert_hub.selection import proxy_evaluation as pe
+from expert_hub.tasks import ArrayTask
+
+PROXIES = "knn,logme,leep,generalist,random"
+
+
+@pytest.mark.parametrize("x, y, tau, rho", [
+    ([1, 2, 3, 4], [10, 20, 30, 40], 1.0, 1.0),
+    ([1, 2, 3, 4], [4, 3, 2, 1], -1.0, -1.0),
+    # 10 pairs, 2 discordant: (8 - 2) / 10; rho = 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 1 - 6 * 4 / 120.
+    ([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], 0.6, 0.8),
+    # A tie in x: 5 concordant of 6 pairs, 1 tied in x: 5 / sqrt(5 * 6); ranks x = [1, 2.5, 2.5, 4]:
+    # rho = 4.5 / sqrt(4.5 * 5).
+    ([1, 2, 2, 3], [1, 2, 3, 4], 5 / math.sqrt(30), math.sqrt(0.9)),
+    # Ties in both, one pair tied in both: 4 concordant, 1 tied in x, 2 in y: 4 / sqrt(5 * 4);
+    # ranks [1.5, 1.5, 3, 4] and [1.5, 1.5, 3.5, 3.5]: rho = 4 / sqrt(4.5 * 4).
+    ([1, 1, 2, 3], [1, 1, 2, 2], 4 / math.sqrt(20), 4 / math.sqrt(18)),
+    # One concordant and one discordant pair cancel.
+    ([1, 1, 2, 2], [1, 2, 1, 2], 0.0, 0.0),
+])
+def test_rank_correlations_hand_computed(x, y, tau, rho):
+  assert pe.kendall_tau_b(x, y) == pytest.approx(tau, abs=1e-12)
+  assert pe.spearman_rho(x, y) == pytest.approx(rho, abs=1e-12)
+  assert pe.kendall_tau_b(y, x) == pytest.approx(tau, abs=1e-12)  # symmetric
+
+
+def test_rank_correlations_undefined_and_bad_input():
+  assert math.isnan(pe.kendall_tau_b([1, 1, 1], [1, 2, 3]))  # constant scores
+  assert math.isnan(pe.spearman_rho([1, 2, 3], [5, 5, 5]))
+  assert math.isnan(pe.kendall_tau_b([1], [2])) and math.isnan(pe.spearman_rho([1], [2]))
+  np.testing.assert_array_equal(pe.average_ranks([30, 10, 20, 20]), [4, 1, 2.5, 2.5])
+  with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
+    pe.kendall_tau_b([1, 2, 3], [1, 2])
+  with pytest.raises(ValueError, match="non-finite"):
+    pe.spearman_rho([1, np.nan], [1, 2])
+
+
+def test_regret_and_oracle():
+  accuracy = {"a": 0.61, "b": 0.55, "c": 0.61, "generalist": 0.5}
+  assert pe.oracle_of(accuracy) == ("a", 0.61)  # ties go to the first name
+  assert pe.regret(accuracy, "a") == 0.0 and pe.regret(accuracy, "c") == 0.0
+  assert pe.regret(accuracy, "b") == 0.06 and pe.regret(accuracy, "generalist") == 0.11
+  with pytest.raises(KeyError, match=r"No fine-tuned accuracy for 'd'; fine-tuned: \['a', 'b', 'c', 'generalist'\]"):
+    pe.regret(accuracy, "d")
+  with pytest.raises(ValueError, match="No fine-tuned accuracies"):
+    pe.oracle_of({})
+
+
+def _task(name="small", n=40, seed=0):
+  """40 images per split of 2 classes (a bright or dark square): learnable in a few steps."""
+  rng = np.random.default_rng(seed)
+  splits = {}
+  for split in ("train800val200", "test"):
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 60, (n, 32, 32, 3)).astype(np.uint8)
+    images[labels == 1, 8:24, 8:24] += 150
+    splits[split] = (images, labels)
+  return ArrayTask(splits, name=name)
+
+
+def _experts(export_dir):
+  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] != "generalist"]
+
+
+def _check_results(results, experts, workdir, proxies=PROXIES):
+  assert json.load(open(os.path.join(workdir, pe.RESULTS_FILE))) == results
+  assert results["proxies"] == proxies.split(",")
+  assert list(results["summary"]) == proxies.split(",") + ["oracle"]
+  for t in results["tasks"]:
+    assert set(t["finetune_accuracy"]) == set(experts) | {"generalist"}  # the generalist reference's pick too
+    assert t["oracle"]["regret"] == 0.0
+    assert t["oracle"]["selected_accuracy"] == max(t["finetune_accuracy"].values())
+    for label, r in t["proxies"].items():
+      assert r["regret"] >= 0 and r["selected"] in t["finetune_accuracy"], label
+      assert r["regret"] == pytest.approx(t["oracle"]["selected_accuracy"] - r["selected_accuracy"], abs=1e-4)
+      assert r["kendall_tau"] is None or -1 <= r["kendall_tau"] <= 1
+      assert r["spearman_rho"] is None or -1 <= r["spearman_rho"] <= 1
+      assert r["selection_seconds"] >= r["proxy_seconds"] >= 0 and r["cost_vs_finetune_all"] >= 0
+    assert t["proxies"]["generalist"]["selected"] == "generalist"
+    assert t["proxies"]["knn"]["num_scored"] == len(experts) and t["proxies"]["knn"]["input_seconds"] > 0
+    assert t["proxies"]["random"]["input_seconds"] == 0
+  assert results["summary"]["oracle"]["mean_regret"] == 0.0
+  assert results["summary"]["oracle"]["oracle_hits"] == len(results["tasks"])
+  table = open(os.path.join(workdir, "proxy_evaluation.md")).read()
+  assert "| proxy | mean regret |" in table and "| oracle | 0.0 | 0.0 |" in table
+  for label in results["proxies"]:
+    assert os.path.getsize(os.path.join(workdir, f"proxy_scores_{label}.png")) > 1000
+  assert os.path.getsize(os.path.join(workdir, "proxy_regret.png")) > 1000
+
+
+@pytest.mark.slow
+def test_evaluate_proxies_end_to_end_and_resumes(export_dir, tmp_path, smoke_cfg, caplog):
+  cfg = configs.replace(smoke_cfg, **{"finetune.steps": 3, "finetune.batch_size": 16})
+  experts = _experts(export_dir)
+  workdir = str(tmp_path / "eval")
+  results = pe.evaluate_proxies([_task()], experts, cfg, workdir, 32, [export_dir], proxies=PROXIES)
+  names = {os.path.basename(os.path.dirname(p)) for p in experts}
+  _check_results(results, names, workdir)
+  task = results["tasks"][0]
+  assert task["finetune_source"] == "finetuned" and task["finetune_total_seconds"] > 0
+  cached = os.listdir(os.path.join(pipeline.task_dir(workdir, "small"), "finetune"))
+  assert sorted(cached) == sorted(f"{n}.json" for n in names | {"generalist"})
+  # A re-run reuses the proxy scores and every fine-tune.
+  caplog.set_level("INFO", logger="expert_hub")
+  caplog.clear()
+  again = pe.evaluate_proxies([_task()], experts, cfg, workdir, 32, [export_dir], proxies=PROXIES)
+  assert again["tasks"] == results["tasks"]
+  assert "proxy scores already computed" in caplog.text and "already fine-tuned" in caplog.text
+  assert "test accuracy" not in caplog.text  # nothing was fine-tuned again
+  # Bad input is named, before any work.
+  with pytest.raises(ValueError, match="No tasks"):
+    pe.evaluate_proxies([], experts, cfg, workdir, 32, [export_dir])
+  _fake_pipeline_run(tmp_path / "tiny_run", "small", sorted(names), "tiny")
+  with pytest.raises(ValueError, match="was run with config 'tiny', not 'smoke'; pass --config=tiny"):
+    pe.evaluate_proxies([_task()], experts, cfg, workdir, 32, [export_dir],
+                        pipeline_workdir=str(tmp_path / "tiny_run"))
+  with pytest.raises(FileNotFoundError, match="has no tasks/ folder"):
+    pe.evaluate_proxies([_task()], experts, cfg, workdir, 32, [export_dir], pipeline_workdir=str(tmp_path))
+  with pytest.raises(ValueError, match="Unknown proxy 'knnn'"):
+    pe.evaluate_proxies([_task()], experts, cfg, str(tmp_path / "bad"), 32, [export_dir], proxies="knnn")
+
+
+def _fake_pipeline_run(root, task_name, names, config):
+  """A pipeline workdir holding one task's fine-tuned accuracies (made up: `names` in order, best last)."""
+  accuracy = {n: round(0.5 + 0.05 * i, 4) for i, n in enumerate(names)}
+  out = pipeline.task_dir(str(root), task_name)
+  os.makedirs(out)
+  json.dump({"task": task_name, "finetune_accuracy": accuracy,
+             "seconds": {"finetune": {n: 2.0 for n in names}}}, open(os.path.join(out, "task_result.json"), "w"))
+  json.dump({"config": config, "tasks": []}, open(os.path.join(str(root), pipeline.RESULTS_FILE), "w"))
+  return accuracy
+
+
+@pytest.mark.slow
+def test_binary_reads_a_pipeline_run_without_finetuning(export_dir, tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  images, labels = _task(n=12).arrays("train800val200")
+  for i, (image, label) in enumerate(zip(images, labels)):
+    os.makedirs(tmp_path / "task" / "train" / str(label), exist_ok=True)
+    Image.fromarray(image).save(tmp_path / "task" / "train" / str(label) / f"{i}.png")
+  spec = f"folder:{tmp_path / 'task'}"
+  names = sorted(os.path.basename(os.path.dirname(p)) for p in _experts(export_dir)) + ["generalist"]
+  accuracy = _fake_pipeline_run(tmp_path / "pipeline", spec, names, "smoke")
+  out = tmp_path / "eval"
+  proxies = "knn,leep,generalist,random"  # not logme: on 12 images it can give nan (proxies.py), failing the run
+  args = ["binaries/evaluate_proxies.py", "--config=smoke", f"--export_dir={export_dir}", f"--workdir={out}",
+          f"--pipeline_workdir={tmp_path / 'pipeline'}", f"--tasks={spec}", f"--proxy={proxies}"]
+  proc = run_python(args)
+  results = json.load(open(out / pe.RESULTS_FILE))
+  _check_results(results, set(names) - {"generalist"}, str(out), proxies)
+  task = results["tasks"][0]
+  assert task["finetune_source"] == "pipeline" and task["finetune_accuracy"] == accuracy
+  assert task["finetune_total_seconds"] == 2.0 * len(names)
+  assert task["oracle"]["selected"] == "generalist"  # the best made-up accuracy
+  assert task["proxies"]["generalist"]["regret"] == 0.0
+  assert not os.path.exists(os.path.join(pipeline.task_dir(str(out), spec), "finetune"))
+  assert "| proxy | mean regret |" in proc.stdout and "proxy_evaluation.json" in proc.stdout
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))
