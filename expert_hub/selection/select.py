@@ -178,13 +178,15 @@ def _expert_inputs(expert, path, images, cfg, export_dirs, needs, cache, cache_k
     embed_seconds = time.time() - t0
   if "logits" in needs:
     t1 = time.time()
-    endpoints = _metadata(path).get("endpoints")  # Exported modules list theirs; others must be loaded to see.
-    if not ("logits" in endpoints if endpoints is not None else hasattr(loaded(), "logits")):
-      missing["logits"] = _NO_LOGITS
+    logits = cache.get(expert, path, *cache_key, "logits", len(images))
+    if logits is not None:
+      fields["logits"] = logits
+      cached.append("logits")
+    elif hasattr(loaded(), "logits"):
+      fields["logits"] = _logits(loaded(), images, cfg.batch_size)
+      cache.put(expert, path, *cache_key, "logits", fields["logits"])
     else:
-      fields["logits"], hit = cache.get_or_compute(expert, path, *cache_key, "logits", len(images),
-                                                   lambda: _logits(loaded(), images, cfg.batch_size))
-      cached += ["logits"] if hit else []
+      missing["logits"] = _NO_LOGITS
     logits_seconds = time.time() - t1
   return fields, missing, embed_seconds, logits_seconds, cached
 
