@@ -8,15 +8,18 @@ import tempfile
 
 
 @contextlib.contextmanager
-def atomic_writer(path, mode="w"):
+def atomic_writer(path, mode="w", permissions=None):
   """Yields a file opened with `mode` ("w" or "wb") that appears under `path` only when the block succeeds:
-  a temp file in the same folder, then an atomic rename; on any error the temp file is removed."""
+  a temp file in the same folder, then an atomic rename; on any error the temp file is removed.
+  `permissions` (e.g. 0o644) replaces the temp file's private 0o600 before the rename."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
   try:
     with os.fdopen(fd, mode) as f:
       yield f
+      if permissions is not None:
+        os.fchmod(f.fileno(), permissions)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

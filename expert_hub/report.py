@@ -1,9 +1,8 @@
 """Presenting pipeline results: a Markdown table and a PNG bar chart."""
 
-import os
-import tempfile
-
 import numpy as np
+
+from expert_hub import io_utils
 
 
 def percent(x):
@@ -54,9 +53,9 @@ def save_figure(fig, path, dpi=100):
   """Writes a matplotlib figure to `path` atomically (temp file + rename) and closes it."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig.tight_layout()
-  fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-  os.close(fd)
-  fig.savefig(tmp, dpi=dpi)
-  plt.close(fig)
-  os.chmod(tmp, 0o644)  # mkstemp makes it private; a results plot is for everyone who can read the workdir
-  os.replace(tmp, path)
+  try:
+    # Readable by everyone who can read the workdir: a results plot is not private.
+    with io_utils.atomic_writer(path, "wb", permissions=0o644) as f:
+      fig.savefig(f, format="png", dpi=dpi)
+  finally:
+    plt.close(fig)

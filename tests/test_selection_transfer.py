@@ -170,6 +170,13 @@ def test_packed_experts_are_embedded_together_and_score_as_single_modules(traine
                                 proxies="knn,logme", use_cache=False)
   # One embed_pack call embedded all of them; its seconds are shared equally.
   assert len({t["embed"] for t in packed["input_seconds"].values()}) == 1
+  # With the cache, a re-run reads every packed expert's features from it.
+  handles = [f"{pack}#{n}" for n in sorted(singles)]
+  first = select.select_expert(task, handles, sel_cfg, str(tmp_path / "c"), 32, proxies="knn")
+  again = select.select_expert(task, handles, sel_cfg, str(tmp_path / "c"), 32, proxies="knn")
+  assert all(t["cached"] == [] for t in first["input_seconds"].values())
+  assert all(t["cached"] == ["features"] for t in again["input_seconds"].values())
+  assert [(r["expert"], r["score"]) for r in again["ranking"]] == [(r["expert"], r["score"]) for r in first["ranking"]]
   names = {f"{pack}#{n}": n for n in singles}
   names.update({path: n for n, path in singles.items()})
   for label in ("knn", "logme"):

@@ -9,6 +9,8 @@ import os
 import keras
 import numpy as np
 
+from expert_hub import io_utils
+
 
 
 def named_variables(model):
@@ -66,11 +68,8 @@ def set_weights(model, weights, allow_missing=(), allow_unused=False):
 def save_weights(model, path):
   """Writes {"layer/weight": array} to an .npz file atomically."""
   weights = get_weights(model)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.npz")
-  np.savez(tmp, **weights)
-  os.replace(tmp, path)
+  with io_utils.atomic_writer(path, "wb", permissions=0o644) as f:
+    np.savez(f, **weights)
 
 
 def load_weights(path):

@@ -121,17 +121,26 @@ def _generalist_inputs(handle, path, why_not, images, cfg, export_dirs, needs, c
 
 
 def _embed_packs(paths, images, cfg, export_dirs, cache, cache_key):
-  """{expert: (features, seconds)} for candidates that share a pack, each pack embedded once with all of its
-  uncached candidates (embed.embed_pack: the pack's `embed_all`, every expert in one graph, where it has one).
-  The pack's seconds are shared equally among the experts it embedded."""
+  """{expert: (features, seconds, from cache)} for candidates that share a pack: what the cache holds is read
+  once here, and each pack embeds all of its uncached candidates with one embed.embed_pack call (the pack's
+  `embed_all`, every expert in one graph, where it has one). The pack's seconds are shared equally among the
+  experts it embedded."""
   by_path = {path: expert for expert, path in paths.items()}
   packs, _ = embed_lib.group_packed(list(paths.values()))
   out = {}
   for pack, names in packs.items():
-    todo = [n for n in names if cache.get(by_path[f"{pack}#{n}"], f"{pack}#{n}", *cache_key, "features",
-                                          len(images)) is None]
-    if len(todo) < 2:
+    if len(names) < 2:
       continue  # Nothing to share: the per-expert path embeds (or reads) it.
+    todo = []
+    for name in names:
+      expert, path = by_path[f"{pack}#{name}"], f"{pack}#{name}"
+      features = cache.get(expert, path, *cache_key, "features", len(images))
+      if features is None:
+        todo.append(name)
+      else:
+        out[expert] = (features, 0.0, True)
+    if not todo:
+      continue
     t0 = time.time()
     module, _ = loading.load_module(pack, export_dirs)
     features = embed_lib.embed_pack(module, images, cfg.batch_size, experts=todo)
@@ -141,16 +150,16 @@ def _embed_packs(paths, images, cfg, export_dirs, cache, cache_key):
     for name in todo:
       expert = by_path[f"{pack}#{name}"]
       cache.put(expert, f"{pack}#{name}", *cache_key, "features", features[name])
-      out[expert] = (features[name], seconds)
+      out[expert] = (features[name], seconds, False)
   return out
 
 
 def _expert_inputs(expert, path, images, cfg, export_dirs, needs, cache, cache_key, packed_features=None):
   """(fields for ProxyInputs from one expert, missing reasons, embed seconds, logits seconds, cached kinds).
 
-  Arrays come from `packed_features` ((features, seconds) computed with the expert's pack) or from `cache` when
-  it holds them for `cache_key` (task, split, image size); the module is loaded only when something must be
-  computed.
+  Arrays come from `packed_features` ((features, seconds, from cache), read or computed with the expert's pack)
+  or from `cache` when it holds them for `cache_key` (task, split, image size); the module is loaded only when
+  something must be computed.
   """
   fields, missing, cached = {}, {}, []
   embed_seconds = logits_seconds = 0.0
@@ -168,7 +177,8 @@ def _expert_inputs(expert, path, images, cfg, export_dirs, needs, cache, cache_k
     return module
 
   if "features" in needs and packed_features is not None:
-    fields["features"], embed_seconds = packed_features
+    fields["features"], embed_seconds, hit = packed_features
+    cached += ["features"] if hit else []
   elif "features" in needs:
     t0 = time.time()
     fields["features"], hit = cache.get_or_compute(
@@ -271,7 +281,7 @@ def score_proxies(task, experts, cfg, image_size, export_dirs=None, proxies=None
     shown = ", ".join(f"{k}={v:.4f}" if v is not None else f"{k}=skipped" for k, v in scores.items())
     log.info("[select %s] %d/%d %s: %s (%s) ETA %s", task.name, i + 1, len(paths), expert, shown,
              f"cached {'+'.join(cached)}" if cached else
-             f"{len(images) / max(time.time() - t0 + packed.get(expert, (None, 0.0))[1], 1e-9):.0f} img/s",
+             f"{len(images) / max(time.time() - t0 + packed.get(expert, (None, 0.0, False))[1], 1e-9):.0f} img/s",
              trainer.format_seconds(eta))
   for proxy in parsed:
     record = records[proxy.label]
