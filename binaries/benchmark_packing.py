@@ -24,6 +24,7 @@ flags.DEFINE_enum("model", "r50x1", list(resnet_v2.MODEL_SIZES), "Backbone size.
 flags.DEFINE_list("num_experts", ["4", "16", "48"], "Pack sizes to measure.")
 flags.DEFINE_integer("measure_separate", 2, "Separate modules of each kind actually written and loaded.")
 flags.DEFINE_enum("placement", "stage_input", list(adapters.PLACEMENTS), "Adapter placement.")
+flags.DEFINE_integer("first_stage", 1, "Adapters only in stages >= this (1-based); earlier stages are shared.")
 flags.DEFINE_integer("reduction", 4, "Adapter reduction.")
 
 
@@ -41,7 +42,8 @@ def _load_seconds(path):
 def main(argv):
   del argv
   cfg = resnet_v2.MODEL_SIZES[FLAGS.model]
-  adapter = adapters.AdapterConfig(reduction=FLAGS.reduction, placement=FLAGS.placement)
+  adapter = adapters.AdapterConfig(reduction=FLAGS.reduction, placement=FLAGS.placement,
+                                    first_stage=FLAGS.first_stage)
   root = tempfile.mkdtemp(prefix="benchmark_packing_")
   try:
     separate = {}
@@ -68,7 +70,8 @@ def main(argv):
     mb = lambda b: b / 2 ** 20
     full_b, full_s = separate["full"]
     ad_b, ad_s = separate["adapter"]
-    print(f"\n{FLAGS.model}, adapters {adapter.placement} r={adapter.reduction}; one full module "
+    print(f"\n{FLAGS.model}, adapters {adapter.placement} r={adapter.reduction} from stage {adapter.first_stage}; "
+          "one full module "
           f"{mb(full_b):.1f} MiB (load {full_s:.1f} s), one adapter module {mb(ad_b):.1f} MiB (load {ad_s:.1f} s)\n")
     print("| N | pack MiB | pack load s | pack export s | N full MiB (x N) | N full load s (x N) | "
           "N adapter MiB (x N) | N adapter load s (x N) | pack / 3 full |")

@@ -30,6 +30,7 @@ flags.DEFINE_integer("batch_size", 64, "Images per call.")
 flags.DEFINE_integer("max_stacked_batch", None, "Cap on stacked rows per embed_all call (default: embed_pack's).")
 flags.DEFINE_integer("repeats", 3, "Round-robin rounds; each round times every candidate once.")
 flags.DEFINE_enum("placement", "stage_input", ["stage_input", "every_unit"], "Adapter placement.")
+flags.DEFINE_integer("first_stage", 1, "Adapters only in stages >= this (1-based); earlier stages are shared.")
 flags.DEFINE_integer("reduction", 4, "Adapter reduction.")
 
 
@@ -74,7 +75,8 @@ def main(argv):
   from expert_hub.models import adapters, resnet_v2  # pylint: disable=g-import-not-at-top
 
   cfg = resnet_v2.MODEL_SIZES[FLAGS.model]
-  adapter = adapters.AdapterConfig(reduction=FLAGS.reduction, placement=FLAGS.placement)
+  adapter = adapters.AdapterConfig(reduction=FLAGS.reduction, placement=FLAGS.placement,
+                                    first_stage=FLAGS.first_stage)
   size, batch = FLAGS.image_size, FLAGS.batch_size
   images = np.random.RandomState(0).rand(FLAGS.num_images, size, size, 3).astype("float32")
   root = tempfile.mkdtemp(prefix="benchmark_selection_")
@@ -99,7 +101,8 @@ def main(argv):
       rate = {key: FLAGS.num_images / float(np.median(s)) for key, s in seconds.items()}
       rows.append((n, rate, diff, spread, export_s, load_s))
       shutil.rmtree(path)
-    print(f"\n{FLAGS.model} at {size}x{size}, adapters {adapter.placement} r={adapter.reduction}, "
+    print(f"\n{FLAGS.model} at {size}x{size}, adapters {adapter.placement} r={adapter.reduction} "
+          f"from stage {adapter.first_stage}, "
           f"{FLAGS.num_images} images, batch {batch}, median of {FLAGS.repeats} rounds; images/s = images embedded "
           "by all N experts per second\n")
     print("| N | (a) one at a time img/s | (b) embed_all img/s | (b)/(a) | (c) one at a time, batch N x B img/s | "

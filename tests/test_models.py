@@ -62,21 +62,30 @@ def test_group_norm_gradient_is_finite_on_a_constant_channel():
     layers.GroupNorm(5)(np.zeros((1, 2, 2, 12), "float32"))
 
 
-@pytest.mark.parametrize("placement", adapters.PLACEMENTS)
-def test_fresh_adapter_expert_equals_generalist_exactly(placement):
+@pytest.mark.parametrize("placement,first_stage",
+                         [(p, 1) for p in adapters.PLACEMENTS] + [("stage_input", 3), ("every_unit", 4)])
+def test_fresh_adapter_expert_equals_generalist_exactly(placement, first_stage):
   plain = resnet_v2.build_backbone(TINY, name="plain")
-  cfg = adapters.AdapterConfig(reduction=4, placement=placement)
+  cfg = adapters.AdapterConfig(reduction=4, placement=placement, first_stage=first_stage)
   adapted = resnet_v2.build_backbone(TINY, adapter=cfg, name="adapted")
   weights.set_weights(adapted, weights.get_weights(plain), allow_missing=("adapter_",))
   x = np.random.rand(3, 32, 32, 3).astype("float32")
   np.testing.assert_array_equal(plain(x).numpy(), adapted(x).numpy())
   fraction = (adapted.count_params() - plain.count_params()) / plain.count_params()
   assert 0 < fraction < {"stage_input": 0.1, "every_unit": 0.4}[placement]
+  # Adapters sit in stages first_stage.. only (tiny has one unit per stage: one adapter per adapted stage).
+  adapted_stages = {int(layer.name.split("block")[1][0]) for layer in adapted.layers
+                    if adapters.is_adapter_layer(layer.name)}
+  assert adapted_stages == set(range(first_stage, 5))
 
 
 def test_adapter_config_rejects_bad_values():
   with pytest.raises(ValueError, match="placement='everywhere'"):
     adapters.AdapterConfig(placement="everywhere")
+  with pytest.raises(ValueError, match="first_stage=0"):
+    adapters.AdapterConfig(first_stage=0)
+  with pytest.raises(ValueError, match="first_stage=5, but the backbone has 4 stages"):
+    resnet_v2.build_backbone(TINY, adapter=adapters.AdapterConfig(first_stage=5))
   with pytest.raises(ValueError, match="depth=51"):
     resnet_v2.ModelConfig(depth=51)
 

@@ -1,5 +1,6 @@
 """End to end: the binaries and the pipeline on the `smoke` config (slow: CI runs it once)."""
 
+import glob
 import json
 import os
 
@@ -32,7 +33,12 @@ def test_stage_binaries(tmp_path, data_dir):
   wd, ex = str(tmp_path / "wd"), str(tmp_path / "export")
   common = ["--config=smoke", f"--workdir={wd}", f"--data_dir={data_dir}"]
   run_python(["binaries/train_upstream.py", *common, "--steps=10"])
-  run_python(["binaries/train_experts.py", *common, "--kinds=adapter", "--steps=4"])
+  # Adapters from stage 3 only: the rest of the chain (export, selection, fine-tuning) must follow the config.
+  trained = run_python(["binaries/train_experts.py", *common, "--kinds=adapter", "--steps=4",
+                        "--adapter_first_stage=3"])
+  assert "(generalist 0." in trained.stdout or "(generalist 1." in trained.stdout
+  infos = glob.glob(os.path.join(wd, "experts", "adapter", "*", "model.json"))
+  assert infos and all(json.load(open(p))["adapter"]["first_stage"] == 3 for p in infos)
   run_python(["export/export_experts.py", f"--workdir={wd}", f"--export_dir={ex}"])
   again = run_python(["export/export_experts.py", f"--workdir={wd}", f"--export_dir={ex}"], check=False)
   assert again.returncode != 0 and "already holds" in again.stderr

@@ -31,9 +31,9 @@ def _images(n, seed=0):
   return np.random.RandomState(seed).rand(n, 32, 32, 3).astype("float32")
 
 
-@pytest.mark.parametrize("placement", adapters.PLACEMENTS)
-def test_stacked_forward_equals_each_expert(placement):
-  cfg = adapters.AdapterConfig(placement=placement)
+@pytest.mark.parametrize("placement,first_stage", [(p, 1) for p in adapters.PLACEMENTS] + [("stage_input", 3)])
+def test_stacked_forward_equals_each_expert(placement, first_stage):
+  cfg = adapters.AdapterConfig(placement=placement, first_stage=first_stage)
   _, experts = _build_pack([cfg] * 3)
   x = _images(5)
   stacked = stacking.StackedExperts(experts, names=["e2", "e0", "e1"])
@@ -53,10 +53,11 @@ def test_stacked_forward_equals_each_expert(placement):
 def test_stacked_forward_mixes_adapter_configs():
   cfgs = [adapters.AdapterConfig(placement=p, reduction=r)
           for p, r in (("stage_input", 4), ("every_unit", 4), ("stage_input", 2), ("stage_input", 4))]
+  cfgs.append(adapters.AdapterConfig(first_stage=3))  # a longer shared prefix: its own group
   _, experts = _build_pack(cfgs)
   x = _images(4, seed=1)
   stacked = stacking.StackedExperts(experts)
-  assert sorted(stacked.groups.values()) == [["e0", "e3"], ["e1"], ["e2"]]
+  assert sorted(stacked.groups.values()) == [["e0", "e3"], ["e1"], ["e2"], ["e4"]]
   out = stacked(x, experts_per_chunk=1).numpy()
   for i, name in enumerate(stacked.names):
     np.testing.assert_allclose(out[i], experts[name](x).numpy(), atol=ATOL)

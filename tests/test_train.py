@@ -1,5 +1,6 @@
 """Training: a short fit beats chance; a killed run resumes from its checkpoint; experts skip when done."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -134,3 +135,20 @@ def test_mirrored_strategy_over_two_cpu_devices(tmp_path, data_dir):
   with pytest.raises(ValueError, match="Unknown strategy 'horovod'"):
     from expert_hub.train import strategies
     strategies.make_strategy("horovod")
+
+
+def test_experts_record_the_generalists_precision_on_their_subset(trained_workdir, smoke_cfg, data_dir):
+  from expert_hub.data import upstream as upstream_lib
+  from expert_hub.train import upstream
+  node = json.load(open(os.path.join(trained_workdir, "experts.json")))["experts"][0]
+  generalist_dir = os.path.join(trained_workdir, "generalist")
+  info = upstream.read_model_info(generalist_dir)
+  generalist = upstream.model_from_info(info, generalist_dir)
+  builder = upstream_lib.get_builder(smoke_cfg.upstream.tfds_name, data_dir)
+  expected = upstream.evaluate_upstream(generalist, builder, smoke_cfg.upstream, info["num_labels"], node["labels"])
+  for kind in ("full", "adapter"):
+    expert = upstream.read_model_info(os.path.join(trained_workdir, "experts", kind, node["name"]))
+    # Measured before training, when the expert still computes the generalist (adapters start as the identity);
+    # the tolerance allows an argmax tie or two to break differently in the other graph.
+    assert expert["train"]["generalist_eval_precision_at_1"] == pytest.approx(expected, abs=0.01)
+  assert expert["adapter"] == dataclasses.asdict(smoke_cfg.experts.adapter_arch)

@@ -17,15 +17,22 @@ class AdapterConfig:
     reduction: hidden width = channels // reduction (paper.md default 4).
     placement: "stage_input" (once before each stage: ~3% of R50's parameters per expert) or "every_unit"
       (after every residual unit: ~1/3 of the parameters at reduction 4, so use a larger reduction).
+    first_stage: adapters only in stages >= first_stage (1-based). The stem and the stages before it are the
+      generalist's for every expert of a pack, so selection computes them once per batch for all experts
+      (models/stacking.py): a later first stage makes scoring many experts cheaper and each expert smaller,
+      at some cost in how much an expert can adapt (benchmark_selection measures the speed).
   """
   reduction: int = 4
   placement: str = "stage_input"
+  first_stage: int = 1
 
   def __post_init__(self):
     if self.placement not in PLACEMENTS:
       raise ValueError(f"AdapterConfig.placement={self.placement!r}; expected one of {PLACEMENTS}.")
     if self.reduction < 1:
       raise ValueError(f"AdapterConfig.reduction={self.reduction}; expected an integer >= 1.")
+    if self.first_stage < 1:
+      raise ValueError(f"AdapterConfig.first_stage={self.first_stage}; expected a 1-based stage index >= 1.")
 
 
 def residual_adapter(x, reduction, max_groups, name):

@@ -144,10 +144,14 @@ def backbone_plan(config: ModelConfig, adapter: Optional[adapters_lib.AdapterCon
 
   build_backbone runs the steps in one graph; packed modules run each trunk step as one shared function.
   """
+  if adapter is not None and adapter.first_stage > len(config.stage_units):
+    raise ValueError(f"AdapterConfig.first_stage={adapter.first_stage}, but the backbone has "
+                     f"{len(config.stage_units)} stages; expected 1..{len(config.stage_units)}.")
   steps = [("trunk", "stem", functools.partial(_stem, config=config))]
   for block, num_units in enumerate(config.stage_units, start=1):
     mid = config.root_filters * 2 ** (block - 1)
-    if adapter is not None and adapter.placement == "stage_input":
+    adapted = adapter is not None and block >= adapter.first_stage
+    if adapted and adapter.placement == "stage_input":
       steps.append(("adapter", f"adapter_block{block}", None))
     for unit in range(1, num_units + 1):
       name = f"block{block}_unit{unit:02d}"
@@ -155,7 +159,7 @@ def backbone_plan(config: ModelConfig, adapter: Optional[adapters_lib.AdapterCon
       apply = functools.partial(_unit, mid=mid, out=4 * mid, stride=stride, max_groups=config.max_groups,
                                 name=name)
       steps.append(("trunk", name, apply))
-      if adapter is not None and adapter.placement == "every_unit":
+      if adapted and adapter.placement == "every_unit":
         steps.append(("adapter", f"adapter_{name}", None))
   steps.append(("trunk", "final", functools.partial(_final, config=config)))
   return steps

@@ -5,6 +5,7 @@ zeroed and the loss's label mask is pointed at the next expert's labels, so Kera
 instead of spending seconds tracing a new model per expert.
 """
 
+import dataclasses
 import logging
 import os
 
@@ -109,13 +110,16 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
       weights_lib.set_weights(model, {**generalist_weights, **fresh_adapters})
       trainer.reset_optimizer(model.optimizer)
       loss.set_labels(node.labels)
+      # Before training the model is the generalist (adapters start as the identity): its precision on the
+      # subset is the baseline that says whether the expert learnt anything the generalist had not.
+      before = upstream.evaluate_upstream(model, builder, cfg.upstream, num_labels, node.labels)
       stream = upstream.make_upstream_stream(builder, cfg.upstream, train_cfg, num_labels, node.labels)
       result = trainer.fit(model, stream, train_cfg, out, name=f"{kind}/{node.expert_name}", strategy=strategy)
       result["eval_precision_at_1"] = upstream.evaluate_upstream(model, builder, cfg.upstream, num_labels,
                                                                  node.labels)
+      result["generalist_eval_precision_at_1"] = before
       info = dict(generalist_info, kind=kind, node=node.node, name=node.expert_name,
-                  adapter=(None if adapter_cfg is None else
-                           {"reduction": adapter_cfg.reduction, "placement": adapter_cfg.placement}),
+                  adapter=None if adapter_cfg is None else dataclasses.asdict(adapter_cfg),
                   labels=list(node.labels), label_names=[hierarchy.label_name(i) for i in node.labels],
                   num_images=node.num_images, train=result)
       if chief:

@@ -31,19 +31,24 @@ TRAIN_PASSES = 3  # forward + backward of a training image, in forward-pass unit
 
 
 def forward_flops(model_cfg, image_size):
-  """FLOPs of one image through the backbone at image_size (TF's graph profiler; multiply-add = 2 FLOPs).
+  """FLOPs of one image through the backbone of model_cfg at image_size (see flops_per_image)."""
+  backbone = resnet_v2.build_backbone(model_cfg, name="flops_probe")
+  return flops_per_image(lambda x: backbone(x, training=False), image_size)
+
+
+def flops_per_image(fn, image_size):
+  """FLOPs of one image through fn(images) at image_size (TF's graph profiler; multiply-add = 2 FLOPs).
 
   Counted as the difference between batches of 2 and 1, so per-batch work that does not grow with images
-  (weight standardisation of the kernels) is left out.
+  (weight standardisation of the kernels) is left out. Works for any Keras model, ours or a peer's.
   """
   from tensorflow.python.profiler import model_analyzer  # pylint: disable=g-import-not-at-top
   from tensorflow.python.profiler import option_builder  # pylint: disable=g-import-not-at-top
-  backbone = resnet_v2.build_backbone(model_cfg, name="flops_probe")
-  fn = tf.function(lambda x: backbone(x, training=False))
+  traced = tf.function(fn)
   opts = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation()).with_empty_output()
   total = {}
   for batch in (1, 2):
-    graph = fn.get_concrete_function(tf.TensorSpec([batch, image_size, image_size, 3], tf.float32)).graph
+    graph = traced.get_concrete_function(tf.TensorSpec([batch, image_size, image_size, 3], tf.float32)).graph
     total[batch] = int(model_analyzer.profile(graph, options=opts.build()).total_float_ops)
   return total[2] - total[1]
 
