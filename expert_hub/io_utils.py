@@ -7,19 +7,33 @@ import os
 import tempfile
 
 
+def _umask():
+  """The process umask, read without changing it where Linux exposes it (os.umask can only set it)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def atomic_writer(path, mode="w", permissions=None):
   """Yields a file opened with `mode` ("w" or "wb") that appears under `path` only when the block succeeds:
   a temp file in the same folder, then an atomic rename; on any error the temp file is removed.
-  `permissions` (e.g. 0o644) replaces the temp file's private 0o600 before the rename."""
+  The file gets `permissions`, by default what open() would give it (0o666 less the umask), not the temp file's
+  private 0o600, so results stay readable by whoever could read a plainly written file."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
   try:
     with os.fdopen(fd, mode) as f:
       yield f
-      if permissions is not None:
-        os.fchmod(f.fileno(), permissions)
+      os.fchmod(f.fileno(), 0o666 & ~_umask() if permissions is None else permissions)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -55,7 +55,7 @@ def save_figure(fig, path, dpi=100):
   fig.tight_layout()
   try:
     # Readable by everyone who can read the workdir: a results plot is not private.
-    with io_utils.atomic_writer(path, "wb", permissions=0o644) as f:
+    with io_utils.atomic_writer(path, "wb") as f:
       fig.savefig(f, format="png", dpi=dpi)
   finally:
     plt.close(fig)

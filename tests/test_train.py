@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -152,3 +153,18 @@ def test_experts_record_the_generalists_precision_on_their_subset(trained_workdi
     # the tolerance allows an argmax tie or two to break differently in the other graph.
     assert expert["train"]["generalist_eval_precision_at_1"] == pytest.approx(expected, abs=0.01)
   assert expert["adapter"] == dataclasses.asdict(smoke_cfg.experts.adapter_arch)
+
+
+def test_written_files_are_atomic_and_get_the_permissions_open_would_give(trained_workdir, tmp_path):
+  from expert_hub import io_utils
+  mask = os.umask(0o022)
+  os.umask(mask)
+  for rel in ("experts.json", "generalist/model.json", "generalist/weights.npz"):
+    mode = stat.S_IMODE(os.stat(os.path.join(trained_workdir, rel)).st_mode)
+    assert mode == 0o666 & ~mask, f"{rel}: {oct(mode)}"  # not mkstemp's private 0o600
+  target = tmp_path / "result.json"
+  with pytest.raises(RuntimeError, match="interrupted"):
+    with io_utils.atomic_writer(str(target)) as f:
+      f.write("half")
+      raise RuntimeError("interrupted")
+  assert os.listdir(tmp_path) == []  # neither the file nor its temp file

@@ -68,7 +68,7 @@ def set_weights(model, weights, allow_missing=(), allow_unused=False):
 def save_weights(model, path):
   """Writes {"layer/weight": array} to an .npz file atomically."""
   weights = get_weights(model)
-  with io_utils.atomic_writer(path, "wb", permissions=0o644) as f:
+  with io_utils.atomic_writer(path, "wb") as f:
     np.savez(f, **weights)
 
 
