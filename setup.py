@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "scann==1.4.2; platform_system == 'Linux'",
     "absl-py==2.5.1",
+    "kagglehub==1.0.3",  # published experts from Kaggle Models (expert_hub/hub/published.py)
     "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
     "matplotlib",
     "numpy",
@@ -28,6 +29,8 @@ BINARIES = {
     "expert-hub-import-bit": "binaries.import_bit:run",
     "expert-hub-benchmark-packing": "binaries.benchmark_packing:run",
     "expert-hub-benchmark-selection": "binaries.benchmark_selection:run",
+    "expert-hub-benchmark-scale": "binaries.benchmark_scale:run",
+    "expert-hub-benchmark-beam": "binaries.benchmark_beam:run",
     "expert-hub-benchmark-inference": "binaries.benchmark_inference:run",
     "expert-hub-benchmark-knn": "binaries.benchmark_knn:run",
     "expert-hub-benchmark-transfer-cost": "binaries.benchmark_transfer_cost:run",
@@ -42,8 +45,10 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["expert_hub", "expert_hub.*", "binaries", "export"]),
-    package_data={"expert_hub.data.world": ["hierarchy.json"]},
+    package_data={"expert_hub.data.world": ["hierarchy.json"], "expert_hub.hub": ["bit_in21k.json"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest"]},
+    # beam: selection over many experts x tasks on Apache Beam (selection/beam_selection.py); apache-beam 2.77
+    # installs beside TensorFlow 2.20 and brings protobuf 6 and Pillow 12 (the whole suite passes with them).
+    extras_require={"test": ["pytest"], "beam": ["apache-beam==2.77.0"]},
     entry_points={"console_scripts": [f"{k}={v}" for k, v in BINARIES.items()]},
 )

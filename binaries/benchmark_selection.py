@@ -36,18 +36,9 @@ flags.DEFINE_integer("reduction", 4, "Adapter reduction.")
 
 def _build_pack(cfg, adapter, n, root):
   """Exports a pack of n random adapter experts; returns (path, export seconds)."""
-  from expert_hub.hub import export  # pylint: disable=g-import-not-at-top
-  from expert_hub.models import adapters, packing, resnet_v2  # pylint: disable=g-import-not-at-top
-  shared = {}
-  resnet_v2.build_backbone(cfg, name="trunk", trunk_layers=shared)
-  experts = {}
-  for i in range(n):
-    model = resnet_v2.build_backbone(cfg, adapter=adapter, name=f"e{i:02d}", trunk_layers=shared)
-    adapters.randomize_adapters(model, seed=i)
-    experts[f"e{i:02d}"] = (model, adapter)
-  trunk, packed = packing.build_packed(cfg, shared, experts)
+  from expert_hub.hub import synthetic  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  path = export.export_pack(trunk, packed, root, "bench", f"pack{n}", 1, {})
+  path = synthetic.build_pack(cfg, adapter, n, root, upstream="bench", name=f"pack{n}")
   return path, time.time() - t0
 
 

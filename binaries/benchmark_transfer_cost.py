@@ -37,6 +37,7 @@ def main(argv):
   del argv
   from expert_hub import io_utils  # pylint: disable=g-import-not-at-top
   from expert_hub.hub import export_trained  # pylint: disable=g-import-not-at-top
+  from expert_hub.hub import session as session_lib  # pylint: disable=g-import-not-at-top
   from expert_hub.tasks import sources  # pylint: disable=g-import-not-at-top
   from expert_hub.train import experts as experts_train  # pylint: disable=g-import-not-at-top
   from expert_hub.train import upstream as upstream_train  # pylint: disable=g-import-not-at-top
@@ -53,10 +54,11 @@ def main(argv):
   flops = {"embed": cost.forward_flops(cfg.model, size), "upstream_train": cost.forward_flops(cfg.model, size),
            "finetune_train": cost.forward_flops(cfg.model, cfg.finetune.crop or size)}
   logging.info("Forward FLOPs per image: %s", flops)
+  session = session_lib.ModuleSession.for_export_dirs([export_dir])
   results = []
   for spec in FLAGS.tasks or cfg.tasks:
     task = sources.get_task(spec, data_dir, size)
-    results.append(cost.measure_task(task, cfg, FLAGS.workdir, export_dir, modules, data_dir, flops))
+    results.append(cost.measure_task(task, cfg, FLAGS.workdir, export_dir, modules, data_dir, flops, session))
   one_off = cost.one_off_costs(cfg, FLAGS.workdir, flops)
   table = cost.markdown(results, one_off)
   out = os.path.join(FLAGS.workdir, "cost")

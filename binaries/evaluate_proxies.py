@@ -19,6 +19,7 @@ from absl import flags
 from expert_hub import configs
 from expert_hub import flags_common
 from expert_hub.hub import registry
+from expert_hub.hub import session as session_lib
 from expert_hub.selection import proxy_evaluation
 from expert_hub.selection import select
 from expert_hub.tasks import sources
@@ -34,11 +35,12 @@ flags.DEFINE_string("proxy", proxy_evaluation.DEFAULT_PROXIES,
 flags.DEFINE_string("pipeline_workdir", None, "Workdir of a finished run_pipeline run: reuse its fine-tuned "
                     "accuracies (and default --export_dir / --data_dir to its export/ and tfds/).")
 flags.DEFINE_integer("image_size", None, "Resize task images to this for the proxies (default: the config's).")
+flags_common.define_beam_flags()
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
-  del argv
+  options = flags_common.beam_options(argv)
   flags_common.setup_logging()
   cfg = flags_common.load_config()
   if FLAGS.tasks:
@@ -53,10 +55,11 @@ def main(argv):
   data_dir = FLAGS.data_dir or (pipeline_workdir and os.path.join(pipeline_workdir, "tfds")) or None
   image_size = FLAGS.image_size or cfg.upstream.image_size
   tasks = [sources.get_task(spec, data_dir, image_size) for spec in cfg.tasks]
-  experts = FLAGS.experts or registry.Registry([export_dir]).expert_handles()
+  session = session_lib.ModuleSession(registry.Registry([export_dir]))
+  experts = session.registry.expand_handles(FLAGS.experts) if FLAGS.experts else session.registry.expert_handles()
   results = proxy_evaluation.evaluate_proxies(
-      tasks, experts, cfg, FLAGS.workdir, image_size, export_dirs=[export_dir], proxies=FLAGS.proxy,
-      generalist=FLAGS.generalist, strict=FLAGS.strict_proxies, pipeline_workdir=pipeline_workdir)
+      tasks, experts, cfg, FLAGS.workdir, image_size, proxies=FLAGS.proxy, generalist=FLAGS.generalist,
+      strict=FLAGS.strict_proxies, pipeline_workdir=pipeline_workdir, session=session, beam_options=options)
   print(proxy_evaluation.markdown_table(results))
   print(f"\nResults: {FLAGS.workdir}/{proxy_evaluation.RESULTS_FILE}, {FLAGS.workdir}/proxy_evaluation.md, "
         f"{FLAGS.workdir}/proxy_regret.png, {FLAGS.workdir}/proxy_scores_<proxy>.png")
@@ -64,7 +67,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  app.run(main, flags_parser=flags_common.parse_known_flags)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ FLAGS = flags.FLAGS
 flags_common.define_common_flags()
 flags.DEFINE_string("expert", None, "Expert name, module path or URL used for every task, or 'auto' (kNN "
                     "selection per task among every expert in --export_dir).")
-flags.DEFINE_list("experts", None, "With --expert=auto: the expert names/paths to select from (default: every "
+flags.DEFINE_list("experts", None, "With --expert=auto: the expert names/paths to select from ('bit-in21k': the "
+                  "48 published BiT experts; default: every "
                   "expert in --export_dir).")
 flags.DEFINE_list("tasks", ["all"], f"'all', a group {list(vtab.GROUPS)}, VTAB task names, or a mix.")
 flags.DEFINE_string("run_name", None, "The leaderboard row (default: the expert's name).")
@@ -35,6 +36,7 @@ flags.DEFINE_integer("image_size", None, "Resize task images to this (default: t
                      "VTAB uses 224).")
 flags.DEFINE_bool("download", False, "Prepare missing datasets (uses the network).")
 flags.DEFINE_string("manual_dir", None, "Files of the manual-download tasks (default <data_dir>/downloads/manual).")
+flags_common.define_beam_flags()
 flags.mark_flags_as_required(["expert", "workdir"])
 
 
@@ -49,7 +51,7 @@ def _sweep(finetune_cfg):
 
 
 def main(argv):
-  del argv
+  options = flags_common.beam_options(argv)
   flags_common.setup_logging()
   cfg = flags_common.load_config()
   if FLAGS.batch_size:
@@ -58,7 +60,7 @@ def main(argv):
                                export_dirs=[FLAGS.export_dir] if FLAGS.export_dir else None,
                                sweep=_sweep(cfg.finetune), run_name=FLAGS.run_name, image_size=FLAGS.image_size,
                                download=FLAGS.download, manual_dir=FLAGS.manual_dir, experts=FLAGS.experts,
-                               strategy=strategies.make_strategy(FLAGS.strategy))
+                               strategy=strategies.make_strategy(FLAGS.strategy), beam_options=options)
   print(open(f"{FLAGS.workdir}/{vtab_runner.CSV_FILE}").read())
   print(f"Results: {FLAGS.workdir}/{vtab_runner.CSV_FILE}, {FLAGS.workdir}/{vtab_runner.JSON_FILE}, "
         + ", ".join(f"{FLAGS.workdir}/{p}" for p in board["files"]["plots"].values()))
@@ -66,7 +68,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  app.run(main, flags_parser=flags_common.parse_known_flags)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,41 @@ def define_proxy_flags():
                     "expert without a logits endpoint) instead of recording it under 'skipped'.")
 
 
+def define_beam_flags():
+  """--runner: selection on Apache Beam (selection/beam_selection.py); other unknown flags go to Beam."""
+  flags.DEFINE_string("runner", None, "Score experts on Apache Beam with this runner (DirectRunner, DataflowRunner, "
+                      "FlinkRunner, SparkRunner, ...; needs expert_hub[beam]). Every flag this program does not "
+                      "know passes to Beam's PipelineOptions (--direct_num_workers=4, --project=..., --region=...). "
+                      "Default: in this process.")
+
+
+def parse_known_flags(argv):
+  """An app.run flags_parser that keeps the flags this program does not define, for Beam (beam_options)."""
+  try:
+    return FLAGS(argv, known_only=True)
+  except flags.Error as e:
+    raise SystemExit(f"FATAL Flags parsing error: {e}")
+
+
+def beam_options(argv):
+  """Beam PipelineOptions for --runner plus main's leftover flags, or None without --runner.
+
+  Raises:
+    app.UsageError: leftover words without --runner (a misspelt flag), or --runner without expert_hub[beam].
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  rest = list(argv[1:])
+  if not FLAGS.runner:
+    if rest:
+      raise app.UsageError(f"Unknown flags or arguments {rest}; Beam options are accepted only with --runner.")
+    return None
+  try:
+    from expert_hub.selection import beam_selection  # pylint: disable=g-import-not-at-top
+    return beam_selection.pipeline_options([f"--runner={FLAGS.runner}", *rest])
+  except ImportError as e:
+    raise app.UsageError(f"--runner={FLAGS.runner} needs Apache Beam: pip install 'expert_hub[beam]' ({e}).")
+
+
 def load_config():
   """The config named by --config, with --hierarchy_file applied."""
   cfg = configs.get_config(FLAGS.config)

@@ -25,7 +25,13 @@ def markdown_table(results):
                 f"**{percent(mean('generalist_accuracy'))}** | | **{percent(mean('oracle_accuracy'))}** |")
   timing = ", ".join(f"{k} {v:.0f} s" for k, v in results["timings"].items() if not k.startswith("task:"))
   task_seconds = sum(v for k, v in results["timings"].items() if k.startswith("task:"))
-  return "\n".join(rows) + f"\n\nTest top-1 accuracy (%). Timings: {timing}; tasks {task_seconds:.0f} s."
+  text = "\n".join(rows) + f"\n\nTest top-1 accuracy (%). Timings: {timing}; fine-tuning {task_seconds:.0f} s."
+  select_s = sum(t["seconds"]["selection"] for t in tasks if "seconds" in t)
+  finetune_all_s = sum(sum(t["seconds"]["finetune"].values()) for t in tasks if "seconds" in t)
+  if tasks and all(t.get("oracle_expert") for t in tasks) and finetune_all_s > 0:
+    text += (f" Selection cost {select_s:.0f} s over all tasks, {100 * select_s / finetune_all_s:.1f}% of "
+             f"fine-tuning every module once ({finetune_all_s:.0f} s).")
+  return text
 
 
 def plot_results(results, path):

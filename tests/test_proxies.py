@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import run_python
 from expert_hub import configs
 from expert_hub.hub import registry
+from expert_hub.hub import session as session_lib
 from expert_hub.selection import proxies
 from expert_hub.selection import select
 from expert_hub.tasks import ArrayTask
@@ -265,10 +266,10 @@ def test_logits_proxies_skip_or_fail_without_logits(export_dir, tmp_path, smoke_
   experts = _experts(export_dir)[:2]
   sel_cfg = configs.replace(smoke_cfg.selection, proxy="knn,nce")
   # An expert without a logits endpoint, as a packed adapter expert is: its module has no `logits`.
-  real = select.loading.load_module
+  real = session_lib.ModuleSession.module
 
-  def load_without_logits(handle, export_dirs=None):
-    module, path = real(handle, export_dirs)
+  def load_without_logits(self, handle, **kwargs):
+    module, path = real(self, handle, **kwargs)
     return (NoLogits(module) if handle == experts[1] else module), path
 
   class NoLogits:
@@ -278,7 +279,7 @@ def test_logits_proxies_skip_or_fail_without_logits(export_dir, tmp_path, smoke_
     def __call__(self, *args, **kwargs):
       return self.module(*args, **kwargs)
 
-  monkeypatch.setattr(select.loading, "load_module", load_without_logits)
+  monkeypatch.setattr(session_lib.ModuleSession, "module", load_without_logits)
   result = select.select_expert(task, experts, sel_cfg, str(tmp_path), 32, [export_dir])
   nce = result["proxies"]["nce"]
   assert [r["expert"] for r in nce["ranking"]] == [experts[0]] and list(nce["skipped"]) == [experts[1]]

@@ -98,9 +98,6 @@ def test_array_task_rejects_bad_images():
   assert x.shape == (8, 8, 1) and t.num_classes == 2
 
 
-if __name__ == "__main__":
-  import sys
-  sys.exit(pytest.main([__file__, "-q"]))
 
 
 def test_embedding_cache_is_reused_and_keyed_by_module(export_dir, data_dir, tmp_path, smoke_cfg):
@@ -127,32 +124,6 @@ def test_embedding_cache_is_reused_and_keyed_by_module(export_dir, data_dir, tmp
   assert c.get("e", experts[1], "t", "s", 32, "features", 3) is None  # another module
   with pytest.raises(ValueError, match="'weights'.*expected one of"):
     c.get("e", experts[0], "t", "s", 32, "weights", 3)
-
-
-def test_sharded_selection_merges_to_the_unsharded_ranking(export_dir, data_dir, tmp_path, smoke_cfg):
-  task = get_task("world/colours_novel", data_dir)
-  sel_cfg = configs.replace(smoke_cfg.selection, split="val200")
-  experts = _experts(export_dir)
-  whole = select.select_expert(task, experts, sel_cfg, str(tmp_path / "whole"), 32, proxies="knn,random")
-  sharded = str(tmp_path / "sharded")
-  with pytest.raises(FileNotFoundError, match="No selection shard files"):
-    select.merge_shards(sharded)
-  for i in range(3):
-    part = select.select_expert(task, experts, sel_cfg, sharded, 32, proxies="knn,random", shard=(i, 3))
-    assert part["shard_experts"] == experts[i::3]
-    if i == 1:
-      with pytest.raises(FileNotFoundError, match=r"Shards \[2\] of 3"):
-        select.merge_shards(sharded)
-  assert not os.path.exists(os.path.join(sharded, select.SELECTION_FILE))
-  merged = select.merge_shards(sharded)
-  assert json.load(open(os.path.join(sharded, select.SELECTION_FILE))) == merged
-  assert merged["selected"] == whole["selected"] and merged["shards"] == 3
-  for label in ("knn", "random"):
-    assert ([(r["expert"], r["score"]) for r in merged["proxies"][label]["ranking"]] ==
-            [(r["expert"], r["score"]) for r in whole["proxies"][label]["ranking"]])
-  with pytest.raises(ValueError, match=r"shard='3/3'; expected 'i/n' with 0 <= i < n"):
-    select.parse_shard("3/3")
-  assert select.parse_shard("2/5") == (2, 5) and select.parse_shard(None) is None
 
 
 def test_packed_experts_are_embedded_together_and_score_as_single_modules(trained_workdir, export_dir, data_dir,
@@ -183,3 +154,8 @@ def test_packed_experts_are_embedded_together_and_score_as_single_modules(traine
     got, want = ({names[r["expert"]]: r["score"] for r in result["proxies"][label]["ranking"]}
                  for result in (packed, single))
     assert set(got) == set(singles) and got == pytest.approx(want, abs=1e-3)
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from expert_hub.data import upstream as upstream_data
+from expert_hub.hub import session as session_lib
 from expert_hub.models import resnet_v2
 from expert_hub.tasks import sources
 from expert_hub.train import upstream as upstream_train
@@ -65,7 +66,8 @@ def test_one_task_costs_all_three_routes(trained_workdir, export_dir, smoke_cfg,
   modules = {n: modules[n] for n in ["generalist"] + sorted(n for n in modules if n != "generalist")[:2]}
   task = sources.get_task("world/colours_novel", data_dir, smoke_cfg.upstream.image_size)
   flops = dict.fromkeys(("embed", "upstream_train", "finetune_train"), 1e7)
-  result = cost.measure_task(task, smoke_cfg, workdir, exports, modules, data_dir, flops)
+  session = session_lib.ModuleSession.for_export_dirs([exports])
+  result = cost.measure_task(task, smoke_cfg, workdir, exports, modules, data_dir, flops, session)
   a, b, c = result["a_expert_hub"], result["b_oracle"], result["c_dat"]
   experts = [m for m in modules if m != "generalist"]
   assert a["expert"] in experts and b["expert"] in experts
@@ -75,7 +77,7 @@ def test_one_task_costs_all_three_routes(trained_workdir, export_dir, smoke_cfg,
   assert result["ratios"]["c/a flops before finetune"] > result["ratios"]["c/a flops"]  # the shared part dilutes
   assert 0.0 < c["acceptance"] <= 1.0 and c["top_target_labels"]
   assert upstream_train.is_trained(dat.dat_dir(workdir, task.name))
-  assert cost.measure_task(task, smoke_cfg, workdir, exports, modules, data_dir, flops) == result  # cached
+  assert cost.measure_task(task, smoke_cfg, workdir, exports, modules, data_dir, flops, session) == result  # cached
   table = cost.markdown([result], cost.one_off_costs(smoke_cfg, workdir, flops))
   assert "colours_novel" in table and "One-off experts (4 models)" in table
 

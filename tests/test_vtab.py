@@ -315,3 +315,49 @@ def test_run_vtab_binary_names_every_missing_dataset(export_dir, tmp_path):
   assert proc.returncode != 0
   assert "2 of the 2 VTAB tasks asked for cannot be read" in proc.stderr
   assert "'dtd:3.*.*'" in proc.stderr and "NWPU-RESISC45" in proc.stderr
+
+
+_REHEARSAL = r'''
+import json, resource, sys
+sys.path.insert(0, "tests")
+from test_vtab import mock_vtab_data
+from expert_hub import configs
+from expert_hub.hub import loading, registry, session as session_lib
+from expert_hub.transfer import vtab_runner
+export_dir, workdir, num_experts, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+session = session_lib.ModuleSession(registry.Registry([export_dir]))
+experts = session.registry.expert_handles()[:num_experts]
+with mock_vtab_data():
+  board = vtab_runner.run_vtab(tasks, "auto", configs.get_config("smoke"), workdir, data_dir="/unused",
+                               sweep=vtab_runner.SweepConfig((0.1,), (2,)), image_size=32, experts=experts,
+                               session=session)
+print("REHEARSAL " + json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                 "loads": dict(loading.LOADS), "experts": len(experts),
+                                 "done": board["runs"]["auto"]["summary"]["tasks_done"]}))
+'''
+
+
+@pytest.mark.slow
+def test_the_papers_shape_48_packed_experts_on_all_19_tasks_in_one_process(tmp_path):
+  """run_vtab --expert=auto over 48 packed adapter experts + 1 full one on the 19 VTAB tasks (mock data) runs to
+  the end, loads each module once, and peaks within 1.5x the memory of 4 experts on one task."""
+  from expert_hub.hub import synthetic
+  export_dir = str(tmp_path / "export")
+  synthetic.build_experts(export_dir, num_adapters=48, num_full=1)
+
+  def rehearse(num_experts, tasks):
+    proc = run_python(["-c", _REHEARSAL, export_dir, str(tmp_path / f"vtab{num_experts}"), str(num_experts), tasks],
+                      timeout=1500)
+    return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("REHEARSAL "))[10:])
+
+  small = rehearse(4, "eurosat")
+  paper = rehearse(49, "all")
+  assert small["done"] == "1/19" and paper["done"] == "19/19" and paper["experts"] == 49
+  assert paper["loads"] and set(paper["loads"].values()) == {1}, paper["loads"]  # every module once
+  assert len(paper["loads"]) == 2  # the pack and the full expert; fine-tunes restore, never load
+  assert paper["peak_mb"] <= 1.5 * small["peak_mb"], (paper["peak_mb"], small["peak_mb"])
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -1,8 +1,9 @@
 """Writing experts as TF2 Reusable SavedModels (the TF Hub module contract), atomically, with metadata.
 
-Layout: `<export_dir>/<upstream>/<expert>/<version>/` holding `saved_model.pb`, `variables/` and
+Layout: `<export_dir>/<upstream>/<expert>/<version>/` holding `saved_model.pb`, `variables/`,
 `expert.json` (name, kind, node, labels, feature_dim, image_size, num_params, num_trainable_params, model
-architecture and a sha256 of every other file). The module:
+architecture and a sha256 of every file but itself and the card) and `README.md`, the model card generated from
+expert.json (model_card.py). The module:
 
     module = hub.load(path)            # or tf.saved_model.load
     features = module(images, training=False)     # images float32 [B, H, W, 3] in [0, 1], any H, W
@@ -27,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from expert_hub import io_utils
+from expert_hub.hub import model_card
 from expert_hub.models import layers
 from expert_hub.models import packing
 from expert_hub.models import stacking
@@ -121,13 +123,14 @@ def _file_hashes(root):
     for f in sorted(files):
       path = os.path.join(folder, f)
       rel = os.path.relpath(path, root)
-      if rel != METADATA_FILE:
+      if rel not in (METADATA_FILE, model_card.MODEL_CARD_FILE):  # both describe the files; the card is derived
         hashes[rel] = io_utils.sha256_file(path)
   return dict(sorted(hashes.items()))
 
 
 def _write_module(path, save, info):
-  """Writes a module atomically: `save(tmp_dir)`, then expert.json with every file's sha256, then rename.
+  """Writes a module atomically: `save(tmp_dir)`, then expert.json with every file's sha256 and the model card
+  generated from it, then rename.
 
   Raises FileExistsError (nothing written) when `path` exists.
   """
@@ -140,6 +143,7 @@ def _write_module(path, save, info):
     save(tmp)
     info = dict(info, sha256=_file_hashes(tmp))
     io_utils.atomic_write_json(os.path.join(tmp, METADATA_FILE), info)
+    model_card.write_model_card(tmp, info)
     os.rename(tmp, path)  # atomic; fails if a concurrent export created `path` meanwhile
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)

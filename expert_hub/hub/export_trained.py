@@ -8,6 +8,7 @@ import numpy as np
 
 from expert_hub.hub import export
 from expert_hub.models import adapters as adapters_lib
+from expert_hub.models import builder
 from expert_hub.models import packing
 from expert_hub.models import resnet_v2
 from expert_hub.models import weights as weights_lib
@@ -79,7 +80,7 @@ def export_pack(workdir, export_dir, version=1, pack_name="adapters"):
   generalist_dir = os.path.join(workdir, "generalist")
   g_info = upstream.read_model_info(generalist_dir)
   g_weights = weights_lib.load_weights(os.path.join(generalist_dir, upstream.WEIGHTS_FILE))
-  model_cfg = resnet_v2.ModelConfig.from_dict(g_info["model"])
+  model_cfg, _ = builder.configs_from_metadata(g_info)
   shared = {}
   trunk = resnet_v2.build_backbone(model_cfg, name="trunk", trunk_layers=shared)
   weights_lib.set_weights(trunk, g_weights, allow_unused=True)
@@ -95,8 +96,8 @@ def export_pack(workdir, export_dir, version=1, pack_name="adapters"):
     if moved:
       raise ValueError(f"Adapter expert {name!r} changed trunk weights {moved[:3]}; only frozen-trunk adapter "
                        "experts can share the generalist's trunk in a pack.")
-    adapter_cfg = adapters_lib.AdapterConfig(**info["adapter"])
-    model = resnet_v2.build_backbone(model_cfg, adapter_cfg, name=name, trunk_layers=shared)
+    model = builder.backbone_from_metadata(info, name=name, trunk_layers=shared)
+    adapter_cfg = builder.configs_from_metadata(info)[1]
     weights_lib.set_weights(model, {k: v for k, v in w.items() if adapters_lib.is_adapter_layer(k)},
                             allow_missing=lambda k: k in trunk_names, allow_unused=True)
     experts[name] = (model, adapter_cfg)

@@ -5,14 +5,10 @@ hub.KerasLayer is tf-keras only; this is its Keras 3 counterpart. The layer wrap
 module's `__call__` and adds its `regularization_losses`.
 """
 
-import os
-
 import keras
 import tensorflow as tf
 
-from expert_hub import io_utils
-from expert_hub.hub import export
-from expert_hub.hub import loading
+from expert_hub.hub import session as session_lib
 from expert_hub.models import adapters as adapters_lib
 
 
@@ -27,16 +23,20 @@ class ExpertLayer(keras.layers.Layer):
     allow_unsafe_ops: load a module from elsewhere even if its graph has ops outside the allowlist.
     train_adapters_only: with trainable=True, train only the adapters of an adapter expert (variables named
       "adapter_*"); the trunk stays frozen, as when the expert was trained.
+    session: a session.ModuleSession to take the module from (loaded once per process, its saved weights back
+      before each new layer); None loads it for this layer alone. Not saved in the layer's config.
   """
 
   def __init__(self, handle, trainable=False, export_dirs=None, allow_unsafe_ops=False,
-               train_adapters_only=False, **kwargs):
+               train_adapters_only=False, session=None, **kwargs):
     super().__init__(trainable=trainable, **kwargs)
     self.handle = handle
     self.export_dirs = list(export_dirs) if export_dirs else None
     self.allow_unsafe_ops = allow_unsafe_ops
     self.train_adapters_only = train_adapters_only
-    self._module, self.module_path = loading.load_module(handle, self.export_dirs, allow_unsafe_ops)
+    session = session or session_lib.ModuleSession.for_export_dirs(self.export_dirs)
+    self._module, self.module_path = session.module(handle, allow_unsafe_ops=allow_unsafe_ops,
+                                                    for_training=trainable)
     for attr in ("variables", "trainable_variables", "regularization_losses"):
       if not hasattr(self._module, attr):
         raise ValueError(f"Module {self.module_path!r} lacks `{attr}`; expected a TF2 Reusable SavedModel.")
@@ -50,8 +50,7 @@ class ExpertLayer(keras.layers.Layer):
       wrapped = keras.Variable(initializer=v, trainable=id(v) in trainable_ids, dtype=v.dtype, shape=v.shape,
                                name=v.name.split(":")[0].replace("/", "_"))
       self._track_variable(wrapped)
-    meta = os.path.join(self.module_path, export.METADATA_FILE)
-    self._feature_dim = io_utils.read_json(meta).get("feature_dim") if os.path.exists(meta) else None
+    self._feature_dim = session.metadata(handle).get("feature_dim")
     self.built = True
 
   def call(self, images, training=False):

@@ -7,12 +7,14 @@ the caller passes `allow_unsafe_ops=True`. Checkpoint save/restore ops are allow
 own saver functions (every SavedModel has them), never in callable functions.
 """
 
+import collections
 import os
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from expert_hub.hub import export
+from expert_hub.hub import published
 from expert_hub.hub import registry as registry_lib
 
 # Pure tensor computation, variables and control flow: what image feature extractors are made of.
@@ -46,14 +48,20 @@ def _called(node_defs):
         yield f.name
 
 
-def disallowed_ops(path):
-  """{op: [function names]} for ops outside ALLOWED_OPS in a SavedModel's callable graph."""
+def read_saved_model_proto(path):
+  """The parsed saved_model.pb of a SavedModel folder (its graphs and object graph; no variables, nothing run)."""
   pb = os.path.join(path, "saved_model.pb")
   if not os.path.exists(pb):
     raise FileNotFoundError(f"{path!r} is not a SavedModel (saved_model.pb is missing).")
   sm = saved_model_pb2.SavedModel()
   with open(pb, "rb") as f:
     sm.ParseFromString(f.read())
+  return sm
+
+
+def disallowed_ops(path):
+  """{op: [function names]} for ops outside ALLOWED_OPS in a SavedModel's callable graph."""
+  sm = read_saved_model_proto(path)
   bad = {}
   for mg in sm.meta_graphs:
     functions = {f.signature.name: f for f in mg.graph_def.library.function}
@@ -79,11 +87,77 @@ def _inside(path, dirs):
   return any(real.startswith(os.path.realpath(d) + os.sep) for d in dirs)
 
 
+# tf.saved_model.load calls of this process, per local module path. TensorFlow keeps every load's functions
+# for the life of the process (tensorflow/tensorflow#45453), so each count is memory that is never given back:
+# a loop that loads should go through a session.ModuleSession, which loads each module once.
+LOADS = collections.Counter()
+
+
+def split_handle(resolved):
+  """A resolved handle (Registry.resolve) -> (local module path, packed expert name or None).
+
+  Published modules (a catalogued tfhub.dev handle, any kaggle:// handle) come from published.fetch: a cache,
+  else kagglehub, else tensorflow_hub, trusted on first use. Other URLs go through tensorflow_hub's resolver and
+  cache (a download on first use).
+  """
+  path, packed_expert = resolved, None
+  if "#" in path:
+    path, packed_expert = path.rsplit("#", 1)
+  if path.startswith(registry_lib.URL_PREFIXES):
+    published_module = published.module_for_url(path)
+    if published_module is not None:
+      return published.fetch(published_module), packed_expert
+    import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+    path = hub.resolve(path)
+  return path, packed_expert
+
+
+def verify_manifest(path):
+  """Checks every file against the sha256 list of the module's expert.json, when it has one, and a module
+  trusted on first use against its trust record (published.verify), when it has one.
+
+  Raises:
+    ValueError: a file that does not match (trust.UntrustedModuleError for a trust record), named.
+  """
+  if os.path.exists(os.path.join(path, export.METADATA_FILE)):
+    export.verify_module(path)
+  published.verify(path)
+
+
+def check_ops(path, trusted_dirs, allow_unsafe_ops=False):
+  """Raises UnsafeModuleError for a module outside `trusted_dirs` whose graph has ops outside ALLOWED_OPS."""
+  if allow_unsafe_ops or _inside(path, trusted_dirs):
+    return
+  bad = disallowed_ops(path)
+  if bad:
+    listing = ", ".join(f"{op} (in {sorted(set(scopes))[:2]})" for op, scopes in sorted(bad.items()))
+    raise UnsafeModuleError(f"Module {path!r} uses ops outside expert_hub's allowlist: {listing}. Load it only "
+                            "if you trust its author, with allow_unsafe_ops=True (--allow_unsafe_ops).")
+
+
+def load_saved_model(path):
+  """tf.saved_model.load, counted in LOADS. Callers verify first (verify_manifest, check_ops)."""
+  LOADS[os.path.realpath(path)] += 1
+  return tf.saved_model.load(path)
+
+
+def packed_expert_of(pack, packed_expert, path):
+  """The sub-module of one expert of a loaded pack, keeping the pack alive (its functions use the pack's
+  variables)."""
+  sub_module = getattr(pack, packed_expert)
+  sub_module.pack = pack
+  return sub_module, f"{path}#{packed_expert}"
+
+
 def load_module(handle, export_dirs=None, allow_unsafe_ops=False):
-  """Resolves a handle, verifies it and loads it with tf.saved_model.load.
+  """Resolves a handle, verifies it and loads it with tf.saved_model.load: a one-off load.
+
+  Every call loads again, and TensorFlow never frees a load's functions; code that uses modules more than once
+  holds a session.ModuleSession instead, which loads each module once per process.
 
   Args:
-    handle: expert name, module path or URL (URLs go through tensorflow_hub's resolver and cache).
+    handle: expert name, published name ("bit-in21k/bird"), module path or URL (published modules come
+      through published.fetch, other URLs through tensorflow_hub's resolver and cache).
     export_dirs: the registry's export dirs; modules inside them are trusted for their ops.
     allow_unsafe_ops: load even if the graph uses ops outside ALLOWED_OPS.
 
@@ -91,29 +165,16 @@ def load_module(handle, export_dirs=None, allow_unsafe_ops=False):
     (loaded module, local path).
 
   Raises:
-    ValueError: a file does not match the sha256 manifest in expert.json (named).
+    ValueError: a file does not match the sha256 manifest in expert.json, or a published module's trust record
+      (trust.UntrustedModuleError), named.
+    published.PublishedModuleUnavailable: a published module is not cached and cannot be downloaded.
     UnsafeModuleError: ops outside the allowlist (named), unless allow_unsafe_ops.
   """
   registry = registry_lib.Registry(export_dirs)
-  path = registry.resolve(handle)
-  packed_expert = None
-  if "#" in path:
-    path, packed_expert = path.rsplit("#", 1)
-  if path.startswith(registry_lib.URL_PREFIXES):
-    import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
-    path = hub.resolve(path)
-  if os.path.exists(os.path.join(path, export.METADATA_FILE)):
-    export.verify_module(path)
-  if not allow_unsafe_ops and not _inside(path, registry.export_dirs):
-    bad = disallowed_ops(path)
-    if bad:
-      listing = ", ".join(f"{op} (in {sorted(set(scopes))[:2]})" for op, scopes in sorted(bad.items()))
-      raise UnsafeModuleError(f"Module {path!r} uses ops outside expert_hub's allowlist: {listing}. Load it only "
-                              "if you trust its author, with allow_unsafe_ops=True (--allow_unsafe_ops).")
-  module = tf.saved_model.load(path)
+  path, packed_expert = split_handle(registry.resolve(handle))
+  verify_manifest(path)
+  check_ops(path, registry.export_dirs, allow_unsafe_ops)
+  module = load_saved_model(path)
   if packed_expert is not None:
-    # Keep the pack alive: the expert's functions use variables the pack object owns.
-    sub_module = getattr(module, packed_expert)
-    sub_module.pack = module
-    return sub_module, f"{path}#{packed_expert}"
+    return packed_expert_of(module, packed_expert, path)
   return module, path

@@ -4,6 +4,11 @@ Handles resolve in order (a chain, as in tensorflow_hub): a URL passes through; 
 through; otherwise a name "expert", "upstream/expert" or "upstream/expert/version" is looked up (latest
 version when none is given). An unknown name raises KeyError listing the nearest known names. One expert of a
 packed module is "<pack name or path>#<expert>".
+
+After the export dirs, the shipped catalogue of published modules (catalogue.py) answers for its names:
+"bit-in21k/bird" resolves to that expert's tfhub.dev handle (loading fetches it through kagglehub first, see
+published.py), and "bit-in21k" in an experts list stands for the whole collection (expand_handles). A module of
+the export dirs with the same name ("bit-in21k/bird" as upstream/expert) wins.
 """
 
 import dataclasses
@@ -13,6 +18,7 @@ import os
 from typing import Dict, List
 
 from expert_hub import io_utils
+from expert_hub.hub import catalogue as catalogue_lib
 from expert_hub.hub import export
 
 URL_PREFIXES = ("http://", "https://", "gs://", "hf://", "kaggle://")
@@ -113,12 +119,38 @@ class Registry:
       if not os.path.exists(handle):
         raise FileNotFoundError(f"Expert path {handle!r} does not exist.")
       return handle
-    return self.lookup(handle).path
+    published = catalogue_lib.find_owner(handle)
+    if published is None:
+      return self.lookup(handle).path
+    try:
+      return self.lookup(handle).path  # the user's own module of that name wins
+    except KeyError:
+      return published.lookup(handle).tfhub_handle  # KeyError naming the nearest catalogue names
+
+  def expand_handles(self, handles):
+    """An experts list with every collection name ("bit-in21k") replaced by its experts' handles, in catalogue
+    order; other handles pass unchanged, duplicates dropped (first place kept)."""
+    out = []
+    for handle in handles:
+      published = catalogue_lib.find_owner(handle)
+      out += published.expert_handles() if published is not None and handle == published.collection else [handle]
+    return list(dict.fromkeys(out))
 
 
-def list_experts(export_dirs=None):
-  """[{"name", "upstream", "version", "kind", "node", "path", ...}] for every expert found."""
-  return [dict(e.metadata, path=e.path) for e in Registry(export_dirs).entries()]
+def list_experts(export_dirs=None, published=False):
+  """[{"name", "upstream", "version", "kind", "node", "path", ...}] for every expert found.
+
+  With published=True the catalogued published modules follow (catalogue.PublishedModule.metadata(): "handle",
+  "tfhub_handle", "kaggle_handle", ...; "path" None), except those a module of the export dirs shadows.
+  Listing them touches no network.
+  """
+  registry = Registry(export_dirs)
+  out = [dict(e.metadata, path=e.path) for e in registry.entries()]
+  if published:
+    own = {f"{e.upstream}/{e.name}" for e in registry.entries()}
+    out += [dict(m.metadata(), path=None) for c in catalogue_lib.catalogues() for m in c.modules()
+            if m.handle not in own]
+  return out
 
 
 def resolve(handle, export_dirs=None):

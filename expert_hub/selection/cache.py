@@ -1,8 +1,8 @@
 """Embedding cache: what a selection run computed per (expert, task, split), kept so a re-run skips it.
 
 Embedding the task with every expert is nearly all of selection's cost, and an interrupted or re-run selection
-(another proxy, another k, a merge of shards) needs the same arrays again. Each entry is one `.npz` in the cache
-folder (`<workdir>/embeddings/` for select_expert), written atomically, holding one array ("features" or
+(another proxy, another k, a Beam run over the same workdir) needs the same arrays again. Each entry is one
+`.npz` in the cache folder (`<workdir>/embeddings/` for select_expert), written atomically, holding one array ("features" or
 "logits") and the key it was computed for. The key names the module by content, not only by path: the sha256 of
 its files listed in its expert.json (re-exporting a module under the same path invalidates its entries); modules
 without an expert.json (hub URLs, published modules) are keyed by path and saved_model.pb size and mtime. An

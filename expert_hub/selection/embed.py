@@ -4,13 +4,10 @@ Several experts of one pack ("<pack path>#<expert>" handles, see group_packed) e
 embed_pack, which uses the pack's `embed_all` (every expert in one graph, models/stacking.py) when it has one.
 """
 
-import time
-
 import numpy as np
 import tensorflow as tf
 
 from expert_hub.data import preprocessing
-from expert_hub.hub import loading
 
 # embed_pack's default cap on stacked activations: as many pixels as one expert's embed() of 256 images at 224 px
 # (what selection at 224 px already holds), i.e. 256 stacked rows at 224 px, 12,544 at 32 px.
@@ -38,19 +35,11 @@ def embed(module, images, batch_size=256):
   return np.concatenate(out)
 
 
-def timed_embed(handle, images, batch_size=256, export_dirs=None):
-  """(features, seconds including the verified module load)."""
-  t0 = time.time()
-  module, _ = loading.load_module(handle, export_dirs)
-  features = embed(module, images, batch_size)
-  return features, time.time() - t0
-
-
 def group_packed(paths):
   """Splits resolved module paths into packs and single modules, keeping first-seen order.
 
   Args:
-    paths: resolved paths (registry.Registry.resolve / loading.load_module's second value); a packed expert's
+    paths: resolved paths (registry.Registry.resolve / ModuleSession.module's second value); a packed expert's
       is "<pack path>#<expert>".
 
   Returns:
@@ -79,7 +68,7 @@ def embed_pack(pack_module, images, batch_size=256, experts=None, max_stacked_ba
   embed() does. Both give the same features up to float rounding.
 
   Args:
-    pack_module: a loaded pack (loading.load_module(pack path)[0], or the `.pack` of a loaded packed expert).
+    pack_module: a loaded pack (ModuleSession.module(pack path)[0], or the `.pack` of a loaded packed expert).
       A module that is not a pack (no `experts`) is embedded as one expert, keyed None.
     images: float32 [N, H, W, 3] in [0, 1].
     batch_size: images per call (of one expert, or of embed_all for all of them).
@@ -112,11 +101,3 @@ def embed_pack(pack_module, images, batch_size=256, experts=None, max_stacked_ba
       features = np.concatenate(out, axis=1)
       return {name: features[order.index(name)] for name in wanted}
   return {name: embed(getattr(pack_module, name), images, batch_size) for name in wanted}
-
-
-def timed_embed_pack(pack_path, images, batch_size=256, experts=None, export_dirs=None, max_stacked_batch=None):
-  """(embed_pack's {expert: features}, seconds including the verified load of the whole pack)."""
-  t0 = time.time()
-  module, _ = loading.load_module(pack_path, export_dirs)
-  features = embed_pack(module, images, batch_size, experts, max_stacked_batch)
-  return features, time.time() - t0

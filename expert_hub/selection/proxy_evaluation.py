@@ -1,6 +1,6 @@
 """How well each selection proxy predicts transfer: every expert fine-tuned (the oracle) against each proxy's pick.
 
-Per task: score every expert by every proxy (select.score_proxies), fine-tune every model some proxy ranked (the
+Per task: score every expert by every proxy (scoring.score_tasks, all tasks expert-major), fine-tune every model some proxy ranked (the
 experts, and the generalist when the `generalist` reference or Domain Prediction asks for it), then per proxy:
   selected      the proxy's pick;
   regret        oracle accuracy - fine-tuned accuracy of the pick (>= 0; the oracle is the best fine-tuned model
@@ -31,6 +31,7 @@ from expert_hub import io_utils
 from expert_hub import pipeline
 from expert_hub import report
 from expert_hub.hub import registry as registry_lib
+from expert_hub.hub import session as session_lib
 from expert_hub.selection import proxies as proxies_lib
 from expert_hub.selection import select
 from expert_hub.train import trainer
@@ -104,13 +105,13 @@ def _none_if_nan(value):
 
 
 # ---------------------------------------------------------------------------------------------- per task
-def _module_names(registry, handles):
+def _module_names(session, handles):
   """{handle: readable name}: the module's name in its expert.json (the pipeline's key), or the handle when two
   handles would share a name."""
-  by_path = {e.path: e.name for e in registry.entries()}
+  by_path = {e.path: e.name for e in session.registry.entries()}
   names = {}
   for handle in handles:
-    path = registry.resolve(handle)
+    path = session.resolve(handle)
     base, _, packed = path.partition("#")
     names[handle] = packed or by_path.get(base, handle)
   if len(set(names.values())) < len(names):
@@ -118,21 +119,30 @@ def _module_names(registry, handles):
   return names
 
 
-def _score(task, experts, cfg, out, image_size, export_dirs, proxies, generalist, strict):
-  """select.score_proxies, cached in `out/proxies.json` for the same experts and proxies."""
-  path = os.path.join(out, PROXIES_FILE)
-  key = {"task": task.name, "experts": list(experts), "proxies": proxies, "generalist": generalist,
-         "split": cfg.split, "k": cfg.k, "backend": cfg.backend, "image_size": image_size}
-  if os.path.exists(path):
-    cached = io_utils.read_json(path)
+def score_all(tasks, experts, cfg, workdir, image_size, session, proxies, generalist, strict, beam_options=None):
+  """{task name: select.score_tasks' scores}, each cached in `<task dir>/proxies.json` for the same
+  experts and proxies; the tasks without a cache entry are scored together, expert-major (scoring.py)."""
+  out, todo = {}, []
+  for task in tasks:
+    folder = pipeline.task_dir(workdir, task.name)
+    key = {"task": task.name, "experts": list(experts), "proxies": proxies, "generalist": generalist,
+           "split": cfg.split, "k": cfg.k, "backend": cfg.backend, "image_size": image_size}
+    path = os.path.join(folder, PROXIES_FILE)
+    cached = io_utils.read_json(path) if os.path.exists(path) else {}
     if cached.get("key") == key:
       log.info("[evaluate_proxies %s] proxy scores already computed; reusing %s.", task.name, path)
-      return cached["scored"]
-  scored = select.score_proxies(task, experts, cfg, image_size, export_dirs, proxies=proxies,
-                                generalist=generalist, strict=strict,
-                                cache_dir=os.path.join(out, select.EMBEDDINGS_DIR))  # other proxies: no re-embed
-  io_utils.atomic_write_json(path, {"key": key, "scored": scored})
-  return scored
+      out[task.name] = cached["scored"]
+    else:
+      todo.append((task, folder, key))
+  if todo:
+    scored = select.score_tasks([t for t, _, _ in todo], experts, cfg, image_size, session, proxies=proxies,
+                                generalist=generalist, strict=strict,  # other proxies later: no re-embed
+                                cache_dirs=[os.path.join(f, select.EMBEDDINGS_DIR) for _, f, _ in todo],
+                                beam_options=beam_options, staging_dir=workdir)
+    for (task, folder, key), one in zip(todo, scored):
+      io_utils.atomic_write_json(os.path.join(folder, PROXIES_FILE), {"key": key, "scored": one})
+      out[task.name] = one
+  return out
 
 
 def _pipeline_finetunes(pipeline_workdir, task):
@@ -145,7 +155,7 @@ def _pipeline_finetunes(pipeline_workdir, task):
   return dict(result["finetune_accuracy"]), {n: seconds.get(n, 0.0) for n in result["finetune_accuracy"]}
 
 
-def _finetune_all(task, handles, names, cfg, out, export_dirs, reused):
+def _finetune_all(task, handles, names, cfg, out, session, reused):
   """Fine-tunes every handle whose name is not in `reused`, each cached in `out/finetune/<name>.json` (reused
   only for the same handle and fine-tune settings)."""
   accuracy, seconds, finetuner = {}, {}, None
@@ -160,7 +170,7 @@ def _finetune_all(task, handles, names, cfg, out, export_dirs, reused):
       log.info("[evaluate_proxies %s] %d/%d %s already fine-tuned; reusing %s.", task.name, i + 1, len(todo),
                name, path)
     else:
-      finetuner = finetuner or finetune_lib.Finetuner(task, cfg.finetune, export_dirs=export_dirs)
+      finetuner = finetuner or finetune_lib.Finetuner(task, cfg.finetune, session=session)
       result = dict(finetuner.run(handle), finetune_config=settings)
       io_utils.atomic_write_json(path, result)
       rate = result["steps"] * result["batch_size"] / max(result["seconds"], 1e-9)
@@ -201,14 +211,17 @@ def _proxy_record(record, names, accuracy, finetune_total, scored):
 
 
 def evaluate_task(task, experts, cfg, workdir, image_size, export_dirs=None, proxies=DEFAULT_PROXIES,
-                  generalist=None, strict=False, pipeline_workdir=None):
-  """Scores, fine-tunes (or reads the pipeline's fine-tunes) and compares, for one task. See evaluate_proxies."""
+                  generalist=None, strict=False, pipeline_workdir=None, session=None, scored=None):
+  """Scores (unless `scored` holds score_all's result for this task), fine-tunes (or reads the pipeline's
+  fine-tunes) and compares, for one task. See evaluate_proxies."""
   out = pipeline.task_dir(workdir, task.name)
-  scored = _score(task, experts, cfg.selection, out, image_size, export_dirs, proxies, generalist, strict)
-  registry = registry_lib.Registry(export_dirs)
+  session = session or session_lib.ModuleSession.for_export_dirs(export_dirs)
+  if scored is None:
+    scored = score_all([task], experts, cfg.selection, workdir, image_size, session, proxies, generalist,
+                       strict)[task.name]
   ranked = list(dict.fromkeys(list(experts) + [r["expert"] for label in scored["order"]
                                                for r in scored["proxies"][label]["ranking"]]))
-  names = _module_names(registry, ranked)
+  names = _module_names(session, ranked)
   accuracy, seconds, source = {}, {}, "finetuned"
   if pipeline_workdir:
     from_pipeline, pipeline_seconds = _pipeline_finetunes(pipeline_workdir, task)
@@ -220,7 +233,7 @@ def evaluate_task(task, experts, cfg, workdir, image_size, export_dirs=None, pro
       log.warning("[evaluate_proxies %s] the pipeline run fine-tuned no %s; fine-tuning them here.", task.name,
                   lacking)
       source = "pipeline+finetuned"
-  more_accuracy, more_seconds = _finetune_all(task, ranked, names, cfg, out, export_dirs, reused=set(accuracy))
+  more_accuracy, more_seconds = _finetune_all(task, ranked, names, cfg, out, session, reused=set(accuracy))
   accuracy.update(more_accuracy)
   seconds.update(more_seconds)
   finetune_total = round(sum(seconds.values()), 2)
@@ -260,7 +273,7 @@ def summarize(tasks, order):
 
 
 def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None, proxies=DEFAULT_PROXIES,
-                     generalist=None, strict=False, pipeline_workdir=None):
+                     generalist=None, strict=False, pipeline_workdir=None, session=None, beam_options=None):
   """Evaluates every proxy against fine-tuning every expert on each task; writes JSON, Markdown and PNGs.
 
   Args:
@@ -269,11 +282,13 @@ def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None,
     cfg: a Config; its `selection` drives scoring and its `finetune` the fine-tunes.
     workdir: where results and the per-task caches go.
     image_size: side the task images are resized to for the proxies.
-    export_dirs: where names are looked up.
+    export_dirs: where names are looked up when no `session` is given.
     proxies: proxy spec string (see proxies.py); all of them by default.
     generalist: the generalist's handle; None finds it by the experts' upstream.
     strict: fail where a proxy lacks an input instead of recording a skip.
     pipeline_workdir: a pipeline run's workdir whose fine-tuned accuracies are reused.
+    session: the session.ModuleSession of the run (None: one for export_dirs).
+    beam_options: Beam PipelineOptions to score the proxies on Apache Beam (selection/beam_selection.py).
 
   Returns:
     {"config", "proxies": [labels], "tasks": [per-task records], "summary": {label or "oracle": {...}},
@@ -299,11 +314,15 @@ def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None,
     if ran_with not in (None, cfg.name):
       raise ValueError(f"pipeline_workdir {pipeline_workdir!r} was run with config {ran_with!r}, not "
                        f"{cfg.name!r}; pass --config={ran_with}.")
+  session = session or session_lib.ModuleSession(registry_lib.Registry(export_dirs))  # one for the whole run
+  scored = score_all(tasks, experts, cfg.selection, workdir, image_size, session, proxies, generalist, strict,
+                     beam_options)
   results = []
   for i, task in enumerate(tasks):
     log.info("=== [evaluate_proxies] task %d/%d: %s ===", i + 1, len(tasks), task.name)
-    results.append(evaluate_task(task, experts, cfg, workdir, image_size, export_dirs, proxies, generalist, strict,
-                                 pipeline_workdir))
+    results.append(evaluate_task(task, experts, cfg, workdir, image_size, proxies=proxies, generalist=generalist,
+                                 strict=strict, pipeline_workdir=pipeline_workdir, session=session,
+                                 scored=scored[task.name]))
     eta = (time.time() - t0) / (i + 1) * (len(tasks) - i - 1)
     log.info("=== [evaluate_proxies] task %d/%d done; ETA %s ===", i + 1, len(tasks), trainer.format_seconds(eta))
   order = list(results[0]["proxies"])

@@ -12,6 +12,7 @@ from expert_hub.data import experts as experts_lib
 from expert_hub.data import preprocessing
 from expert_hub.data import upstream as upstream_lib
 from expert_hub.models import adapters as adapters_lib
+from expert_hub.models import builder
 from expert_hub.models import resnet_v2
 from expert_hub.models import weights as weights_lib
 from expert_hub.train import losses
@@ -159,12 +160,9 @@ def evaluate_upstream(model, builder, upstream_cfg, num_labels, label_ids=None, 
 
 def model_from_info(info, folder=None, with_head=True):
   """Rebuilds a trained classifier (or its backbone) from model.json and loads weights.npz."""
-  model_cfg = resnet_v2.ModelConfig.from_dict(info["model"])
-  adapter_cfg = adapters_lib.AdapterConfig(**info["adapter"]) if info.get("adapter") else None
-  backbone = resnet_v2.build_backbone(model_cfg, adapter=adapter_cfg, name=f"{info.get('name', 'model')}_backbone")
-  model = resnet_v2.build_classifier(backbone, info["num_labels"], name=info.get("name", "model"))
+  model = builder.classifier_from_metadata(info, info["num_labels"], name=info.get("name", "model"))
   if folder is not None:
     weights_lib.set_weights(model, weights_lib.load_weights(os.path.join(folder, WEIGHTS_FILE)))
-  return model if with_head else backbone
+  return model if with_head else resnet_v2.get_backbone(model)
 
 

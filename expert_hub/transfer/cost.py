@@ -57,7 +57,7 @@ def _finetune_images(result):
   return result["steps"] * result["batch_size"]
 
 
-def measure_task(task, cfg, workdir, export_dir, modules, data_dir, flops):
+def measure_task(task, cfg, workdir, export_dir, modules, data_dir, flops, session):
   """Costs and accuracies of (a), (b), (c) for one task; cached in `<workdir>/cost/<task>.json`.
 
   Selection writes `<workdir>/cost/<task>/selection.json`; the DAT model trains in `<workdir>/dat/<task>/`.
@@ -71,13 +71,13 @@ def measure_task(task, cfg, workdir, export_dir, modules, data_dir, flops):
   handles = {n: f"{cfg.upstream.name}/{n}/{cfg.version}" for n in modules}
   experts = sorted(n for n in modules if n != "generalist")
   f_embed, f_train, f_finetune = flops["embed"], flops["upstream_train"], flops["finetune_train"]
-  finetuner = finetune_lib.Finetuner(task, cfg.finetune, export_dirs=[export_dir])
+  finetuner = finetune_lib.Finetuner(task, cfg.finetune, session=session)
 
   # (a) select with the kNN proxy over all experts, fine-tune the pick once.
   t0 = time.time()
   os.makedirs(task_dir, exist_ok=True)
   selection = select.select_expert(task, [handles[n] for n in experts], cfg.selection, task_dir, image_size,
-                                   export_dirs=[export_dir], use_cache=False)  # A cost measurement: embed all.
+                                   use_cache=False, session=session)  # A cost measurement: embed all.
   select_s = time.time() - t0
   picked = {h: n for n, h in handles.items()}[selection["selected"]]
   runs = {picked: finetuner.run(handles[picked])}
@@ -99,7 +99,7 @@ def measure_task(task, cfg, workdir, export_dir, modules, data_dir, flops):
   # (c) DAT: the generalist's view of the task re-weights upstream; train for a full expert's budget; fine-tune.
   t0 = time.time()
   images, _ = embed_lib.prepare_images(task, cfg.selection.split, image_size)
-  target = dat.target_label_distribution(handles["generalist"], images, export_dirs=[export_dir])
+  target = dat.target_label_distribution(handles["generalist"], images, session)
   estimate_s = time.time() - t0
   info = dat.train_dat(cfg, data_dir, workdir, task.name, target)
   train_s = info["train"]["seconds"]  # as measured when trained (a resumed run reports its own share only)

@@ -19,7 +19,6 @@ import tensorflow as tf
 from expert_hub import io_utils
 from expert_hub.data import experts as experts_lib
 from expert_hub.data import upstream as upstream_lib
-from expert_hub.hub import loading
 from expert_hub.models import weights as weights_lib
 from expert_hub.train import trainer
 from expert_hub.train import upstream
@@ -31,9 +30,9 @@ def dat_dir(workdir, task_name):
   return os.path.join(workdir, "dat", task_name.replace("/", "_").replace(":", "_"))
 
 
-def target_label_distribution(generalist, images, batch_size=256, export_dirs=None):
+def target_label_distribution(generalist, images, session, batch_size=256):
   """P_t(y): mean over `images` of the softmax of the generalist module's upstream logits; [num_labels]."""
-  module, path = loading.load_module(generalist, export_dirs)
+  module, path = session.module(generalist)
   if not hasattr(module, "logits"):
     raise ValueError(f"Module {path!r} has no `logits` endpoint; DAT needs the generalist's upstream head.")
   total = None

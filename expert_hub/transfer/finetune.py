@@ -1,8 +1,12 @@
 """Fine-tuning an expert on a task: a fresh zero-initialised head, the whole network trained, test top-1.
 
-`Finetuner` holds one task's data and a compiled model per expert architecture: modules written by expert_hub
-carry their architecture in expert.json, so their variables load into a cached, already-traced Keras model
-(seconds saved per expert); any other hub module is fine-tuned through ExpertLayer.
+`Finetuner` holds one task's data. Modules written by expert_hub carry their architecture in expert.json, so
+they fine-tune in a compiled Keras template whose variables are restored from the module's SavedModel
+checkpoint (ModuleSession.restore_variables: verified, no graph loaded). One template exists per (architecture,
+adapter plan, head size (head_size: padded to a power of two, the padding masked), batch, crop) for the whole
+process, kept in the session and shared by every task and
+expert: its learning-rate schedule lives in variables (schedules.AssignableStepSchedule), so it is traced once.
+Any other hub module is fine-tuned through ExpertLayer, loaded once per process by the session.
 """
 
 import logging
@@ -17,11 +21,9 @@ import tensorflow as tf
 from expert_hub import configs
 from expert_hub import io_utils
 from expert_hub.data import preprocessing
-from expert_hub.hub import export
 from expert_hub.hub import layer as layer_lib
-from expert_hub.hub import loading
-from expert_hub.hub import registry as registry_lib
-from expert_hub.models import adapters as adapters_lib
+from expert_hub.hub import session as session_lib
+from expert_hub.models import builder
 from expert_hub.models import resnet_v2
 from expert_hub.train import schedules
 from expert_hub.train import strategies
@@ -39,11 +41,65 @@ def _mixup(alpha):
   return fn
 
 
-class Finetuner:
-  """Fine-tunes expert modules on one task with the BiT-HyperRule (see FinetuneConfig)."""
+def head_size(num_classes):
+  """The head a task of `num_classes` trains: the next power of two, at least 8. Templates are shared per size,
+  so a process holds a few of them (VTAB's 19 tasks need five sizes), not one per class count."""
+  if num_classes < 1:
+    raise ValueError(f"num_classes={num_classes}; expected a positive integer.")
+  return max(8, 1 << (num_classes - 1).bit_length())
 
-  def __init__(self, task, cfg, export_dirs=None, seed=0, strategy=None):
-    self.task, self.cfg, self.export_dirs, self.seed = task, cfg, export_dirs, seed
+
+class LogitMask(keras.layers.Layer):
+  """Adds 0 to the task's logits and -1e9 to the padding of a sized head (head_size): padded classes get
+  probability 0, hence zero gradient, so the head trains exactly as one of `num_classes` outputs would."""
+
+  def __init__(self, size, **kwargs):
+    super().__init__(**kwargs)
+    self.size = size
+
+  def build(self, input_shape):
+    self.mask = self.add_weight(shape=(self.size,), initializer="zeros", trainable=False, name="mask")
+
+  def call(self, logits):
+    return logits + self.mask
+
+  def set_classes(self, num_classes):
+    if not 1 <= num_classes <= self.size:
+      raise ValueError(f"num_classes={num_classes} does not fit a head of {self.size}.")
+    self.mask.assign(np.where(np.arange(self.size) < num_classes, 0.0, -1e9).astype(np.float32))
+
+
+def _classifier(backbone, size):
+  """images -> masked logits [B, size]: the backbone, a zero-initialised head, a LogitMask."""
+  images = keras.Input((None, None, 3), name="images")
+  logits = keras.layers.Dense(size, kernel_initializer="zeros", name="head")(backbone(images))
+  return keras.Model(images, LogitMask(size, name="logit_mask")(logits))
+
+
+class _Template:
+  """A compiled classifier and the assignable schedule its optimizer traced."""
+
+  def __init__(self, model, schedule):
+    self.model, self.schedule = model, schedule
+
+
+class Finetuner:
+  """Fine-tunes expert modules on one task with the BiT-HyperRule (see FinetuneConfig).
+
+  Args:
+    task: the tasks.Task.
+    cfg: a FinetuneConfig.
+    export_dirs: where names are looked up when no `session` is given.
+    seed: the training stream's shuffle seed.
+    strategy: the tf.distribute strategy (default: the current one).
+    session: the session.ModuleSession modules and templates come from; build one per process and pass it to
+      every Finetuner (None makes one for this Finetuner alone).
+  """
+
+  def __init__(self, task, cfg, export_dirs=None, seed=0, strategy=None, session=None):
+    self.task, self.cfg, self.seed = task, cfg, seed
+    self.session = session or session_lib.ModuleSession.for_export_dirs(export_dirs)
+    self.export_dirs = self.session.export_dirs
     self.strategy = strategy or tf.distribute.get_strategy()
     train_images, self.train_labels = _arrays(task, cfg.train_split)
     test_images, self.test_labels = _arrays(task, cfg.test_split)
@@ -57,8 +113,8 @@ class Finetuner:
                                  tuple(int(d * ratio) for d in sched.decay_steps), sched.mixup_alpha)
     self.schedule = sched
     self.lr = hyperrule.get_learning_rate(cfg.batch_size, cfg.base_lr)
-    num_classes = task.num_classes
-    one_hot = lambda y: tf.one_hot(tf.cast(y, tf.int32), num_classes)
+    self.head_size = head_size(task.num_classes)
+    one_hot = lambda y: tf.one_hot(tf.cast(y, tf.int32), self.head_size)
     train = tf.data.Dataset.from_tensor_slices((train_images, self.train_labels))
     self.train_ds = preprocessing.make_train_dataset(train, cfg.batch_size, self.resize, self.crop,
                                                      shuffle_buffer=n, seed=seed, label_fn=one_hot)
@@ -66,49 +122,50 @@ class Finetuner:
       self.train_ds = self.train_ds.map(_mixup(sched.mixup_alpha))
     test = tf.data.Dataset.from_tensor_slices((test_images, self.test_labels))
     self.test_ds = preprocessing.make_eval_dataset(test, 256, self.crop, label_fn=one_hot).cache()
-    self._templates = {}
 
   def _compile(self, model):
-    """Compiles under the strategy's scope (optimizer slots mirror the weights); call inside that scope."""
-    schedule = schedules.WarmupSchedule(self.lr, self.schedule.steps, self.schedule.warmup_steps, "step",
-                                        self.schedule.decay_steps)
+    """Compiles under the strategy's scope (optimizer slots mirror the weights); call inside that scope.
+
+    Returns the schedule, whose numbers `_start` assigns before each run.
+    """
+    schedule = schedules.AssignableStepSchedule()
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=False)
     model.optimizer.build(model.trainable_variables)
-    return model
+    return _Template(model, schedule)
 
-  def _model_for(self, path):
-    """A compiled classifier whose backbone holds the module's weights and whose head is zero."""
-    metadata = export.read_metadata(path) if os.path.exists(os.path.join(path, export.METADATA_FILE)) else {}
-    if "model" not in metadata:
-      with self.strategy.scope():
-        layer = layer_lib.ExpertLayer(path, trainable=True, export_dirs=self.export_dirs)
-        images = keras.Input((None, None, 3))
-        logits = keras.layers.Dense(self.task.num_classes, kernel_initializer="zeros", name="head")(layer(images))
-        return self._compile(keras.Model(images, logits))
-    module, _ = loading.load_module(path, self.export_dirs)  # verifies the sha256 manifest
-    key = (repr(metadata["model"]), repr(metadata.get("adapter")))
-    if key not in self._templates:
-      model_cfg = resnet_v2.ModelConfig.from_dict(metadata["model"])
-      adapter = adapters_lib.AdapterConfig(**metadata["adapter"]) if metadata.get("adapter") else None
-      with self.strategy.scope():
-        backbone = resnet_v2.build_backbone(model_cfg, adapter=adapter, name="finetune_backbone")
-        self._templates[key] = self._compile(resnet_v2.build_classifier(backbone, self.task.num_classes))
-    model = self._templates[key]
-    targets = resnet_v2.get_backbone(model).variables
-    if len(targets) != len(module.variables):
-      raise ValueError(f"Module {path!r} has {len(module.variables)} variables; its architecture in "
-                       f"expert.json builds {len(targets)}.")
-    for target, source in zip(targets, module.variables):
-      if tuple(target.shape) != tuple(source.shape):
-        raise ValueError(f"Module {path!r}: variable {source.name} has shape {source.shape}, the "
-                         f"architecture expects {tuple(target.shape)}.")
-      target.assign(source)
+  def _start(self, template):
+    """Zero head, fresh optimizer, this task's schedule: the template is ready for one run."""
+    template.schedule.assign(self.lr, self.schedule.warmup_steps, self.schedule.decay_steps)
+    model = template.model
     for v in model.get_layer("head").weights:
       v.assign(tf.zeros_like(v))
+    model.get_layer("logit_mask").set_classes(self.task.num_classes)
     trainer.reset_optimizer(model.optimizer)
     return model
+
+  def _template(self, metadata):
+    key = ("finetune_template", repr(metadata["model"]), repr(metadata.get("adapter")), self.head_size,
+           self.cfg.batch_size, self.crop, id(self.strategy))
+
+    def build():
+      with self.strategy.scope():
+        return self._compile(_classifier(builder.backbone_from_metadata(metadata, name="finetune_backbone"),
+                                         self.head_size))
+    return self.session.shared(key, build)
+
+  def _model_for(self, handle):
+    """A compiled classifier whose backbone holds the module's weights and whose head is zero."""
+    metadata = self.session.metadata(handle)
+    if not metadata.get("model"):  # not written by expert_hub: its graph is all we have
+      with self.strategy.scope():
+        layer = layer_lib.ExpertLayer(handle, trainable=True, export_dirs=self.export_dirs, session=self.session)
+        return self._start(self._compile(_classifier(layer, self.head_size)))
+    template = self._template(metadata)
+    backbone = resnet_v2.get_backbone(template.model)
+    self.session.restore_variables(handle, {v.path: v for v in backbone.variables})
+    return self._start(template)
 
   def run(self, handle, workdir=None):
     """Fine-tunes one expert; returns {"task", "expert", "test_accuracy", "steps", "seconds", ...}.
@@ -117,8 +174,7 @@ class Finetuner:
     `<workdir>/checkpoints`, a killed run (or multi-worker job) resumes there, and only the chief writes.
     """
     t0 = time.time()
-    path = registry_lib.resolve(handle, self.export_dirs)
-    model = self._model_for(path)
+    model = self._model_for(handle)
     steps = self.schedule.steps
     if workdir is not None:
       train_cfg = configs.TrainConfig(batch_size=self.cfg.batch_size, steps=steps, base_lr=self.lr,
@@ -173,14 +229,14 @@ def _arrays(task, split):
   return np.stack(images).astype(np.float32), np.asarray(labels, np.int64)
 
 
-def finetune(handle, task, cfg, workdir, export_dirs=None, strategy=None):
+def finetune(handle, task, cfg, workdir, export_dirs=None, strategy=None, session=None):
   """Fine-tunes one expert on a task and writes `<workdir>/finetune.json`; returns its content.
 
   Checkpoints go to `<workdir>/finetune_runs/<expert>/` (resumed after a kill; a finished run is only
   re-evaluated). Under a multi-worker strategy every worker calls this alike and only the chief writes.
   """
   run_dir = os.path.join(workdir, "finetune_runs", re.sub(r"[^A-Za-z0-9_.-]+", "_", handle).strip("_") or "expert")
-  result = Finetuner(task, cfg, export_dirs, strategy=strategy).run(handle, workdir=run_dir)
+  result = Finetuner(task, cfg, export_dirs, strategy=strategy, session=session).run(handle, workdir=run_dir)
   if strategies.is_chief(strategy):
     io_utils.atomic_write_json(os.path.join(workdir, FINETUNE_FILE), result)
   return result

@@ -28,6 +28,7 @@ from expert_hub import configs
 from expert_hub import io_utils
 from expert_hub import report
 from expert_hub.hub import registry as registry_lib
+from expert_hub.hub import session as session_lib
 from expert_hub.selection import select
 from expert_hub.tasks import vtab
 from expert_hub.transfer import finetune as finetune_lib
@@ -75,14 +76,18 @@ def _safe_name(name):
   return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
 
 
-def _finetune(task, expert, ft_cfg, lr, steps, train_split, test_split, export_dirs, strategy=None):
+def _finetune(task, expert, ft_cfg, lr, steps, train_split, test_split, session, strategy=None):
   cfg = configs.replace(ft_cfg, base_lr=lr, steps=steps, train_split=train_split, test_split=test_split)
   kwargs = {"strategy": strategy} if strategy is not None else {}
-  return finetune_lib.Finetuner(task, cfg, export_dirs=export_dirs, **kwargs).run(expert)
+  return finetune_lib.Finetuner(task, cfg, session=session, **kwargs).run(expert)
+
+
+def _selection_config(cfg):
+  return configs.replace(cfg.selection, split=FINAL_TRAIN)  # VTAB: select on the 1000 training images.
 
 
 def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=None, image_size=None,
-             strategy=None):
+             strategy=None, session=None):
   """The VTAB protocol on one task; returns (and writes `<task_dir>/result.json`) its result.
 
   Args:
@@ -91,11 +96,14 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
     cfg: a Config (its `finetune` and `selection` parts are used).
     sweep: a SweepConfig. A single point needs no tuning run and goes straight to the final fine-tune.
     task_dir: this task's folder; finished pieces in it are reused.
-    export_dirs: where expert names are looked up.
-    candidates: expert handles to select from (expert "auto").
+    export_dirs: where expert names are looked up when no `session` is given.
+    candidates: expert handles to select from (expert "auto"), unless `<task_dir>/selection.json` exists
+      (run_vtab selects for all tasks first, expert-major).
     image_size: resolution of the selection embeddings (default the task's).
     strategy: tf.distribute strategy of the fine-tunes (default: the current one).
+    session: the session.ModuleSession of the run (None: one for export_dirs).
   """
+  session = session or session_lib.ModuleSession.for_export_dirs(export_dirs)
   done = os.path.join(task_dir, RESULT_FILE)
   if os.path.exists(done):
     log.info("[vtab %s] already done; reusing %s.", task.name, done)
@@ -107,11 +115,10 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
     if os.path.exists(sel_path):
       selection = io_utils.read_json(sel_path)
     else:
-      sel_cfg = configs.replace(cfg.selection, split=FINAL_TRAIN)  # VTAB: select on the 1000 training images.
-      selection = select.select_expert(task, candidates, sel_cfg, task_dir,
-                                       image_size or getattr(task, "image_size", 224), export_dirs)
+      selection = select.select_expert(task, candidates, _selection_config(cfg), task_dir,
+                                       image_size or getattr(task, "image_size", 224), session=session)
     expert = selection["selected"]
-  select_seconds = time.time() - t0
+  select_seconds = selection.get("seconds", 0.0) if selection else 0.0  # its share of an expert-major run
 
   points, sweep_results = sweep.points(), []
   tuning = points if len(points) > 1 else []  # One setting has nothing to choose between: no tuning run.
@@ -120,7 +127,7 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
     if os.path.exists(path):
       sweep_results.append(io_utils.read_json(path))
       continue
-    r = _finetune(task, expert, cfg.finetune, lr, steps, TUNE_TRAIN, TUNE_VAL, export_dirs, strategy)
+    r = _finetune(task, expert, cfg.finetune, lr, steps, TUNE_TRAIN, TUNE_VAL, session, strategy)
     point = {"base_lr": lr, "steps": steps, "val_accuracy": r["test_accuracy"], "seconds": r["seconds"]}
     io_utils.atomic_write_json(path, point)
     sweep_results.append(point)
@@ -131,7 +138,7 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
     best = {"base_lr": points[0][0], "steps": points[0][1], "val_accuracy": None}
 
   final = _finetune(task, expert, cfg.finetune, best["base_lr"], best["steps"], FINAL_TRAIN, FINAL_TEST,
-                    export_dirs, strategy)
+                    session, strategy)
   result = {
       "task": task.definition.name if hasattr(task, "definition") else task.name,
       "group": getattr(task, "group", task.domain), "num_classes": task.num_classes, "expert": expert,
@@ -163,7 +170,8 @@ def _check_run(run_dir, meta):
 
 
 def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep=None, run_name=None,
-             image_size=None, download=False, manual_dir=None, experts=None, strategy=None):
+             image_size=None, download=False, manual_dir=None, experts=None, strategy=None, session=None,
+             beam_options=None):
   """Runs the VTAB-1k protocol on `tasks` and writes the leaderboard files; returns the leaderboard dict.
 
   Args:
@@ -179,6 +187,9 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
     download, manual_dir: see vtab.VtabTask.
     experts: the handles "auto" selects from (default: every expert, not generalist, under export_dirs).
     strategy: tf.distribute strategy of the fine-tunes (default: the current one).
+    session: the session.ModuleSession of the run (None: one for export_dirs); every task's selection and
+      fine-tunes take their modules from it.
+    beam_options: Beam PipelineOptions to run "auto"'s selection on Apache Beam (selection/beam_selection.py).
 
   Raises:
     FileNotFoundError: a dataset of an unfinished task is missing; the message covers every missing one.
@@ -187,12 +198,14 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
   names = vtab.TASKS.resolve(tasks)
   sweep = sweep or default_sweep(cfg.finetune)
   image_size = image_size or cfg.upstream.image_size
-  registry = registry_lib.Registry(export_dirs)
+  session = session or session_lib.ModuleSession(registry_lib.Registry(export_dirs))  # one for the whole run
+  registry = session.registry
   candidates = None
   if expert == AUTO:
     # Readable handles ("world32/shapes/1") for plain modules; "<path>#<expert>" for the experts of a pack.
     readable = {e.path: e.qualified_name for e in registry.entries()}
-    candidates = list(experts) if experts else [readable.get(h, h) for h in registry.expert_handles()]
+    candidates = (registry.expand_handles(experts) if experts  # "bit-in21k": the 48 published experts
+                  else [readable.get(h, h) for h in registry.expert_handles()])
     if not candidates:
       raise ValueError(f"--expert=auto found no experts under export dirs {registry.export_dirs}; export some "
                        "first (export_experts) or name an expert.")
@@ -221,11 +234,19 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
   if missing:
     raise FileNotFoundError(f"{len(missing)} of the {len(names)} VTAB tasks asked for cannot be read:\n- "
                             + "\n- ".join(missing))
+  if expert == AUTO:  # Expert-major selection for every task still to select: each module loaded once.
+    unselected = [n for n in opened if not os.path.exists(os.path.join(run_dir, n, select.SELECTION_FILE))]
+    for n in unselected:
+      os.makedirs(os.path.join(run_dir, n), exist_ok=True)
+    if unselected:
+      select.select_experts([opened[n] for n in unselected], candidates, _selection_config(cfg),
+                            [os.path.join(run_dir, n) for n in unselected], image_size, session,
+                            beam_options=beam_options)
   start = time.time()
   for i, name in enumerate(names):
     if name in opened:
-      run_task(opened[name], expert, cfg, sweep, os.path.join(run_dir, name), export_dirs, candidates,
-               image_size, strategy)
+      run_task(opened[name], expert, cfg, sweep, os.path.join(run_dir, name), candidates=candidates,
+               image_size=image_size, strategy=strategy, session=session)
       log.info("[vtab] %d/%d tasks done (%.0f s).", i + 1, len(names), time.time() - start)
   return write_leaderboard(workdir)
 
