@@ -4,6 +4,8 @@ Split names follow VTAB-1k: train800, val200, train800val200, test. Datasets yie
 float, 1 or 3 channels, any size); consumers resize (see data/preprocessing.py).
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -11,11 +13,22 @@ VTAB_SPLITS = ("train800", "val200", "train800val200", "test")
 
 
 class Task:
-  """Base class. Subclasses set name/num_classes and implement `_load(split)`."""
+  """Base class. Subclasses set name/num_classes and implement `_load(split)`.
+
+  Tasks pickle (Beam ships them to its workers). A task that reads through a TFDS builder, which does not
+  unpickle, sets `_reopen = (args, kwargs)` of its constructor, and is opened again where it is unpickled.
+  """
 
   name = "task"
   num_classes = 0
   domain = None
+  _reopen = None
+
+  def __reduce_ex__(self, protocol):
+    if self._reopen is None:
+      return super().__reduce_ex__(protocol)
+    args, kwargs = self._reopen
+    return (functools.partial(type(self), **kwargs), tuple(args))
 
   def load(self, split):
     """tf.data.Dataset of (image, label) for `split`."""

@@ -39,6 +39,8 @@ class TfdsTask(base.Task):
   """A prepared TFDS dataset with `image` and `label` features."""
 
   def __init__(self, tfds_name, data_dir=None, name=None, image_key="image", label_key="label", domain=None):
+    self._reopen = ((tfds_name, data_dir), {"name": name, "image_key": image_key, "label_key": label_key,
+                                            "domain": domain})
     self.builder = upstream_lib.get_builder(tfds_name, data_dir)
     self.name = name or tfds_name
     self.image_key, self.label_key = image_key, label_key
@@ -88,6 +90,7 @@ class FolderTask(base.Task):
     if num_images == 0:
       raise ValueError(f"Image folder {path!r} has class folders {sorted(classes)} but no images.")
     self.builder = tfds.ImageFolder(path)
+    self._reopen = ((path,), {})
     self.name = f"folder:{path}"
     self.num_classes = self.builder.info.features["label"].num_classes
 

@@ -358,6 +358,7 @@ class VtabTask(base.Task):
     self.num_classes = self.definition.num_classes
     self.group = self.domain = self.definition.group
     self.image_size = image_size
+    self._reopen = ((name, data_dir, image_size), {"manual_dir": manual_dir, "registry": registry})  # base.Task
     self.builder = load_builder(self.definition, data_dir, download, manual_dir)
 
   def _load(self, split):
