@@ -12,6 +12,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import ROOT
 from expert_hub.data import experts as experts_data
@@ -75,6 +76,19 @@ def test_resume_after_kill(tmp_path, data_dir):
     result = json.load(f)
   assert 10 <= result["start_step"] < 60 and result["start_step"] % 10 == 0
   assert result["steps"] == 60
+
+
+def test_resume_finds_a_checkpoint_the_state_file_does_not_name_yet(tmp_path):
+  """A kill between writing ckpt-N and recording it in the state file: ckpt-N is complete and is the newest."""
+  variable = tf.Variable(1.0)
+  checkpoint = tf.train.Checkpoint(v=variable)
+  manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=2)
+  manager.save(checkpoint_number=10)
+  variable.assign(2.0)
+  checkpoint.write(str(tmp_path / "ckpt-20"))  # written, never recorded (as if killed before the state update)
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-10")
+  assert trainer.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-20")
+  assert trainer.latest_checkpoint(str(tmp_path / "none")) is None
 
 
 def test_experts_train_once_and_skip_when_done(trained_workdir, smoke_cfg, data_dir, caplog):

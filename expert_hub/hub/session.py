@@ -95,10 +95,6 @@ class ModuleSession:
       return info
     return dict(info.get("experts", {}).get(packed, {}), upstream=info.get("upstream"))
 
-  def is_expert_hub_module(self, handle):
-    """True when the module carries its architecture (expert.json "model"), so it can be rebuilt in Keras."""
-    return bool(self.metadata(handle).get("model"))
-
   def _check(self, path, allow_unsafe_ops):
     if path not in self._verified:
       loading.verify_manifest(path)

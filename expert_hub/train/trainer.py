@@ -9,8 +9,10 @@ every worker restores the chief's checkpoints, only the chief writes, and Keras 
 the latter by `prepare_multi_worker`.
 """
 
+import glob
 import logging
 import os
+import re
 import time
 
 import keras
@@ -179,7 +181,7 @@ def fit(model, make_dataset, cfg, workdir, name="train", strategy=None, callback
   chief = strategies.is_chief(strategy)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   start = 0
-  latest = tf.train.latest_checkpoint(ckpt_dir)
+  latest = latest_checkpoint(ckpt_dir)
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
     start = int(optimizer.iterations.numpy())
@@ -212,6 +214,21 @@ def fit(model, make_dataset, cfg, workdir, name="train", strategy=None, callback
   if chief:
     io_utils.atomic_write_json(os.path.join(workdir, "train_result.json"), result)
   return result
+
+
+def latest_checkpoint(ckpt_dir):
+  """The prefix of the newest complete checkpoint in ckpt_dir, or None.
+
+  CheckpointManager records each save in its state file after writing it, so a kill between the two leaves a
+  complete `ckpt-N` the state file does not name yet; TensorFlow writes a checkpoint's `.index` last, so every
+  `ckpt-N.index` present is a complete checkpoint and counts.
+  """
+  found = {}
+  for index in glob.glob(os.path.join(glob.escape(ckpt_dir), "ckpt-*.index")):
+    m = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
+    if m:
+      found[int(m.group(1))] = index[:-len(".index")]
+  return found[max(found)] if found else tf.train.latest_checkpoint(ckpt_dir)
 
 
 def reset_optimizer(optimizer):

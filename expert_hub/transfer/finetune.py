@@ -43,7 +43,7 @@ def _mixup(alpha):
 
 def head_size(num_classes):
   """The head a task of `num_classes` trains: the next power of two, at least 8. Templates are shared per size,
-  so a process holds a few of them (VTAB's 19 tasks need five sizes), not one per class count."""
+  so a process holds a few of them (VTAB's 19 tasks need six sizes), not one per class count."""
   if num_classes < 1:
     raise ValueError(f"num_classes={num_classes}; expected a positive integer.")
   return max(8, 1 << (num_classes - 1).bit_length())
