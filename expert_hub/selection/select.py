@@ -22,7 +22,6 @@ Writes `<workdir>/selection.json`:
    "generalist", "input_seconds": {expert: {"embed", "logits"}}, "seconds"}
 """
 
-import logging
 import os
 
 from expert_hub import io_utils
@@ -30,7 +29,6 @@ from expert_hub.hub import session as session_lib
 from expert_hub.selection import proxies as proxies_lib
 from expert_hub.selection import scoring
 
-log = logging.getLogger(__name__)
 PROXIES = proxies_lib.PROXIES
 SELECTION_FILE = "selection.json"
 EMBEDDINGS_DIR = "embeddings"
