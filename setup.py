@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
     "matplotlib",
     "numpy",
+    "scikit-learn==1.9.1",  # the linear probe (LogisticRegression) and its folds (StratifiedKFold)
+    "scipy==1.17.1",  # intervals (t quantiles) and rank correlations (kendalltau, spearmanr)
 ]
 
 BINARIES = {

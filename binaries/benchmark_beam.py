@@ -12,14 +12,15 @@ their ratio and Beam's overhead in seconds, and checks the two rankings agree.
 import os
 import time
 
-from absl import app
 from absl import flags
 
+from expert_hub import flags_common
+
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_modules", 8, "Random tiny full modules to select among.")
-flags.DEFINE_integer("num_tasks", 2, "Tasks scored in one selection run.")
-flags.DEFINE_integer("num_examples", 1000, "Images per task.")
-flags.DEFINE_integer("direct_num_workers", 2, "DirectRunner worker processes.")
+flags.DEFINE_integer("num_modules", 8, "Random tiny full modules to select among.", lower_bound=1)
+flags.DEFINE_integer("num_tasks", 2, "Tasks scored in one selection run.", lower_bound=1)
+flags.DEFINE_integer("num_examples", 1000, "Images per task.", lower_bound=1)
+flags.DEFINE_integer("direct_num_workers", 2, "DirectRunner worker processes.", lower_bound=1)
 flags.DEFINE_string("workdir", None, "Where the modules and selections go.")
 flags.mark_flag_as_required("workdir")
 
@@ -27,10 +28,13 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   del argv
   from expert_hub import configs  # pylint: disable=g-import-not-at-top
+  from expert_hub import io_utils  # pylint: disable=g-import-not-at-top
   from expert_hub.hub import registry, session as session_lib, synthetic  # pylint: disable=g-import-not-at-top
   from expert_hub.selection import beam_selection, select  # pylint: disable=g-import-not-at-top
   from expert_hub.tasks import synthetic as synthetic_tasks  # pylint: disable=g-import-not-at-top
 
+  flags_common.check_workdir(FLAGS.workdir)
+  io_utils.make_workdir(FLAGS.workdir)  # private (0o700) when new; refuses one another user owns
   export_dir = os.path.join(FLAGS.workdir, "export")
   if not os.path.isdir(export_dir):
     synthetic.build_experts(export_dir, num_adapters=0, num_full=FLAGS.num_modules)
@@ -63,7 +67,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,16 @@ import shutil
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from expert_hub import flags_common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["64", "224"], "Image sizes.")
-flags.DEFINE_integer("batch_size", 32, "Batch size.")
-flags.DEFINE_integer("repeats", 3, "Round-robin rounds; each round times every candidate.")
-flags.DEFINE_float("seconds", 4.0, "Minimum seconds per candidate per round.")
+flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("repeats", 3, "Round-robin rounds; each round times every candidate.", lower_bound=1)
+flags.DEFINE_float("seconds", 4.0, "Minimum seconds per candidate per round.", lower_bound=0.0)
 flags.DEFINE_enum("model", "r50x1", ["r50x1", "tiny"], "Our backbone size.")
 
 
@@ -38,11 +39,12 @@ def _throughput(fn, x, min_seconds):
 
 def main(argv):
   del argv
+  sizes = flags_common.positive_ints("--sizes", FLAGS.sizes)
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from expert_hub.hub import export  # pylint: disable=g-import-not-at-top
   from expert_hub.models import layers, resnet_v2, weights  # pylint: disable=g-import-not-at-top
-  from expert_hub.transfer import cost  # pylint: disable=g-import-not-at-top
+  from expert_hub.experiments import transfer_cost as cost  # pylint: disable=g-import-not-at-top
 
   cfg = resnet_v2.MODEL_SIZES[FLAGS.model]
   ours = resnet_v2.build_backbone(cfg, name="ours")
@@ -68,7 +70,7 @@ def main(argv):
       "(d) in-memory, WS folded": tf.function(lambda x: folded(x, training=False)),
       "(e) (d) with keras GroupNormalization": tf.function(lambda x: folded_keras_gn(x, training=False)),
   }
-  for size in (int(s) for s in FLAGS.sizes):
+  for size in sizes:
     x = tf.constant(np.random.RandomState(0).rand(FLAGS.batch_size, size, size, 3).astype("float32"))
     diff = float(np.abs(module(x, training=False).numpy() - ours(x).numpy()).max())
     diff_folded = float(np.abs(folded(x).numpy() - ours(x).numpy()).max())
@@ -95,7 +97,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

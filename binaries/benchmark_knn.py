@@ -14,21 +14,22 @@ all N examples, and search time is scaled to N queries (search cost is linear in
 import json
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
+from expert_hub import flags_common
 from expert_hub import io_utils
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["1000", "10000", "50000", "200000"], "Numbers of examples N.")
-flags.DEFINE_integer("dim", 2048, "Feature dimension.")
-flags.DEFINE_integer("k", 1, "Neighbours per vote.")
-flags.DEFINE_integer("num_classes", 100, "Classes of the synthetic features.")
-flags.DEFINE_integer("max_queries", 10_000, "Leave-one-out queries per size (a random subset above this).")
+flags.DEFINE_integer("dim", 2048, "Feature dimension.", lower_bound=1)
+flags.DEFINE_integer("k", 1, "Neighbours per vote.", lower_bound=1)
+flags.DEFINE_integer("num_classes", 100, "Classes of the synthetic features.", lower_bound=1)
+flags.DEFINE_integer("max_queries", 10_000, "Leave-one-out queries per size (a random subset above this).",
+                     lower_bound=1)
 flags.DEFINE_list("leaves_to_search", ["0.1", "0.3"], "scann_ah: fractions of the tree's leaves searched.")
-flags.DEFINE_integer("seed", 0, "Seed of the features and the query subset.")
+flags.DEFINE_integer("seed", 0, "Seed of the features and the query subset.", lower_bound=0)
 flags.DEFINE_string("output", "", "Optional JSON path for the results.")
 
 
@@ -58,13 +59,31 @@ def measure(x, labels, k, backend, query_ids, **index_kwargs):
   return nb, build, search
 
 
+def _fractions(flag, values):
+  """The floats of a list flag, each in (0, 1]; raises ValueError naming the flag and the bad entry."""
+  out = []
+  for v in values:
+    try:
+      f = float(v)
+    except ValueError:
+      f = None
+    if f is None or not 0 < f <= 1:
+      raise ValueError(f"{flag}={','.join(values)}: {v!r} is not a fraction in (0, 1].")
+    out.append(f)
+  if not out:
+    raise ValueError(f"{flag} is empty; expected fractions in (0, 1], e.g. 0.1,0.3.")
+  return out
+
+
 def main(argv):
   del argv
+  sizes = flags_common.positive_ints("--sizes", FLAGS.sizes)
+  fractions = _fractions("--leaves_to_search", FLAGS.leaves_to_search)
   from expert_hub.selection import knn  # pylint: disable=g-import-not-at-top
   if not knn.scann_available():
     raise SystemExit("ScaNN does not import on this platform; nothing to compare exact search with.")
   rows = []
-  for n in (int(s) for s in FLAGS.sizes):
+  for n in sizes:
     x, labels = synthetic_features(n, FLAGS.dim, FLAGS.num_classes, FLAGS.seed)
     x = knn.l2_normalize(x)
     rng = np.random.RandomState(FLAGS.seed + 1)
@@ -72,7 +91,7 @@ def main(argv):
     logging.info("N=%d: exact search of %d queries...", n, len(queries))
     truth, _, exact_s = measure(x, labels, FLAGS.k, "exact", queries)
     exact_acc = float(np.mean(knn.vote(labels[truth]) == labels[queries]))
-    for fraction in (float(f) for f in FLAGS.leaves_to_search):
+    for fraction in fractions:
       logging.info("N=%d: scann_ah, %.0f%% of leaves...", n, 100 * fraction)
       nb, build_s, search_s = measure(x, labels, FLAGS.k, "scann_ah", queries, leaves_to_search=fraction)
       acc = float(np.mean(knn.vote(labels[nb]) == labels[queries]))
@@ -102,7 +121,7 @@ def _row(r):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ import shutil
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 
+from expert_hub import flags_common
 from expert_hub.hub import export
 from expert_hub.models import adapters
 from expert_hub.models import packing
@@ -22,10 +22,12 @@ from expert_hub.models import resnet_v2
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "r50x1", list(resnet_v2.MODEL_SIZES), "Backbone size.")
 flags.DEFINE_list("num_experts", ["4", "16", "48"], "Pack sizes to measure.")
-flags.DEFINE_integer("measure_separate", 2, "Separate modules of each kind actually written and loaded.")
+flags.DEFINE_integer("measure_separate", 2, "Separate modules of each kind actually written and loaded.",
+                     lower_bound=1)
 flags.DEFINE_enum("placement", "stage_input", list(adapters.PLACEMENTS), "Adapter placement.")
-flags.DEFINE_integer("first_stage", 1, "Adapters only in stages >= this (1-based); earlier stages are shared.")
-flags.DEFINE_integer("reduction", 4, "Adapter reduction.")
+flags.DEFINE_integer("first_stage", 1, "Adapters only in stages >= this (1-based); earlier stages are shared.",
+                     lower_bound=1)
+flags.DEFINE_integer("reduction", 4, "Adapter reduction.", lower_bound=1)
 
 
 def _size(path):
@@ -41,6 +43,7 @@ def _load_seconds(path):
 
 def main(argv):
   del argv
+  pack_sizes = sorted(flags_common.positive_ints("--num_experts", FLAGS.num_experts))
   cfg = resnet_v2.MODEL_SIZES[FLAGS.model]
   adapter = adapters.AdapterConfig(reduction=FLAGS.reduction, placement=FLAGS.placement,
                                     first_stage=FLAGS.first_stage)
@@ -56,7 +59,7 @@ def main(argv):
         loads.append(_load_seconds(path))
       separate[kind] = (sum(sizes) / len(sizes), sum(loads) / len(loads))
     rows = []
-    for n in sorted(int(x) for x in FLAGS.num_experts):
+    for n in pack_sizes:
       shared = {}
       resnet_v2.build_backbone(cfg, name="trunk", trunk_layers=shared)
       experts = {f"e{i:02d}": (resnet_v2.build_backbone(cfg, adapter=adapter, name=f"e{i:02d}",
@@ -85,7 +88,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

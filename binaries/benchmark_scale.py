@@ -26,11 +26,15 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from expert_hub import flags_common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("grid", ["4x1", "16x4", "48x8"], "Points EXPERTSxTASKS.")
-flags.DEFINE_integer("num_full", 2, "Full experts among the candidates of every point (the rest are packed adapters).")
-flags.DEFINE_integer("num_adapters", 48, "Adapter experts in the pack (at least the largest point's E - num_full).")
-flags.DEFINE_integer("num_examples", 1000, "Images per task split (train800val200 and test).")
+flags.DEFINE_integer("num_full", 2, "Full experts among the candidates of every point (the rest are packed adapters).",
+                     lower_bound=0)
+flags.DEFINE_integer("num_adapters", 48, "Adapter experts in the pack (at least the largest point's E - num_full).",
+                     lower_bound=0)
+flags.DEFINE_integer("num_examples", 1000, "Images per task split (train800val200 and test).", lower_bound=1)
 flags.DEFINE_string("workdir", None, "Where the modules and each point's outputs go.")
 flags.DEFINE_string("point", None, "Internal: run one point EXPERTSxTASKS in this process and print its JSON.")
 flags.mark_flag_as_required("workdir")
@@ -111,7 +115,11 @@ def main(argv):
     print("POINT " + json.dumps(_run_point(*_parse(FLAGS.point))), flush=True)
     return
   points = [_parse(p) for p in FLAGS.grid]
-  os.makedirs(FLAGS.workdir, exist_ok=True)
+  if not points:
+    raise app.UsageError("--grid is empty; expected points EXPERTSxTASKS, e.g. --grid=4x1,16x4.")
+  from expert_hub import io_utils  # pylint: disable=g-import-not-at-top
+  flags_common.check_workdir(FLAGS.workdir)
+  io_utils.make_workdir(FLAGS.workdir)  # private (0o700) when new; refuses one another user owns
   _export(FLAGS.workdir)  # in this process: each point's memory is measured in its own
   child = [a for a in sys.argv if not a.startswith("--point")]
   rows = []
@@ -155,7 +163,7 @@ def _print(rows):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

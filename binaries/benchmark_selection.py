@@ -17,21 +17,24 @@ import shutil
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from expert_hub import flags_common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "tiny", ["tiny", "r26x1", "r50x1"], "Backbone size.")
-flags.DEFINE_integer("image_size", 32, "Image height and width.")
+flags.DEFINE_integer("image_size", 32, "Image height and width.", lower_bound=1)
 flags.DEFINE_list("num_experts", ["1", "4", "16"], "Pack sizes to measure.")
-flags.DEFINE_integer("num_images", 1024, "Images embedded by every expert.")
-flags.DEFINE_integer("batch_size", 64, "Images per call.")
-flags.DEFINE_integer("max_stacked_batch", None, "Cap on stacked rows per embed_all call (default: embed_pack's).")
-flags.DEFINE_integer("repeats", 3, "Round-robin rounds; each round times every candidate once.")
+flags.DEFINE_integer("num_images", 1024, "Images embedded by every expert.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Images per call.", lower_bound=1)
+flags.DEFINE_integer("max_stacked_batch", None, "Cap on stacked rows per embed_all call (default: embed_pack's).",
+                     lower_bound=1)
+flags.DEFINE_integer("repeats", 3, "Round-robin rounds; each round times every candidate once.", lower_bound=1)
 flags.DEFINE_enum("placement", "stage_input", ["stage_input", "every_unit"], "Adapter placement.")
-flags.DEFINE_integer("first_stage", 1, "Adapters only in stages >= this (1-based); earlier stages are shared.")
-flags.DEFINE_integer("reduction", 4, "Adapter reduction.")
+flags.DEFINE_integer("first_stage", 1, "Adapters only in stages >= this (1-based); earlier stages are shared.",
+                     lower_bound=1)
+flags.DEFINE_integer("reduction", 4, "Adapter reduction.", lower_bound=1)
 
 
 def _build_pack(cfg, adapter, n, root):
@@ -62,6 +65,7 @@ def _timed(fn):
 
 def main(argv):
   del argv
+  pack_sizes = sorted(flags_common.positive_ints("--num_experts", FLAGS.num_experts))
   from expert_hub.hub import loading  # pylint: disable=g-import-not-at-top
   from expert_hub.models import adapters, resnet_v2  # pylint: disable=g-import-not-at-top
 
@@ -73,7 +77,7 @@ def main(argv):
   root = tempfile.mkdtemp(prefix="benchmark_selection_")
   rows = []
   try:
-    for n in sorted(int(x) for x in FLAGS.num_experts):
+    for n in pack_sizes:
       path, export_s = _build_pack(cfg, adapter, n, root)
       t0 = time.time()
       module, _ = loading.load_module(path, export_dirs=[root])
@@ -108,7 +112,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

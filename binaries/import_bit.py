@@ -5,6 +5,7 @@ Files come from the BiT release (BiT-M-R50x1.npz, R50x3, R101x1, ...); this neve
 """
 
 import os
+import zipfile
 
 from absl import app
 from absl import flags
@@ -19,8 +20,8 @@ flags.DEFINE_string("npz", None, "Path of a BiT .npz weight file.")
 flags.DEFINE_string("export_dir", None, "Root of exported modules.")
 flags.DEFINE_string("upstream", "in21k", "Upstream name used in the export path.")
 flags.DEFINE_string("name", "generalist", "Module name.")
-flags.DEFINE_integer("version", 1, "Module version.")
-flags.DEFINE_integer("image_size", 224, "Resolution the weights were trained at (metadata only).")
+flags.DEFINE_integer("version", 1, "Module version.", lower_bound=1)
+flags.DEFINE_integer("image_size", 224, "Resolution the weights were trained at (metadata only).", lower_bound=1)
 flags.DEFINE_string("label_names_file", None, "Optional text file, one upstream label name per line.")
 flags.mark_flags_as_required(["npz", "export_dir"])
 
@@ -28,9 +29,18 @@ flags.mark_flags_as_required(["npz", "export_dir"])
 def main(argv):
   del argv
   flags_common.setup_logging()
+  export.check_name(FLAGS.upstream, "--upstream")  # both become folders of the export path
+  export.check_name(FLAGS.name, "--name")
+  flags_common.check_workdir(FLAGS.export_dir, "--export_dir")
   if not os.path.exists(FLAGS.npz):
     raise app.UsageError(f"--npz={FLAGS.npz!r} does not exist.")
-  model, cfg, num_classes = bit_import.build_from_bit(bit_import.load_bit_npz(FLAGS.npz))
+  if FLAGS.label_names_file is not None and not os.path.isfile(FLAGS.label_names_file):
+    raise app.UsageError(f"--label_names_file={FLAGS.label_names_file!r} is not a file.")
+  try:
+    arrays = bit_import.load_bit_npz(FLAGS.npz)
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    raise ValueError(f"--npz={FLAGS.npz!r} is not a readable .npz weight file ({type(e).__name__}: {e}).") from None
+  model, cfg, num_classes = bit_import.build_from_bit(arrays)
   metadata = {"kind": "generalist", "node": None, "image_size": FLAGS.image_size, "model": cfg.to_dict(),
               "adapter": None, "source": os.path.basename(FLAGS.npz), "labels": list(range(num_classes or 0))}
   head = None
@@ -50,7 +60,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

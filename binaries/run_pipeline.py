@@ -6,12 +6,12 @@ then per downstream task select an expert by kNN, fine-tune it, the generalist a
 expert. Re-running continues where a previous run stopped.
 """
 
-from absl import app
 from absl import flags
 
+from expert_hub import configs
 from expert_hub import flags_common
-from expert_hub import pipeline
-from expert_hub import report
+from expert_hub.experiments import pipeline
+from expert_hub.experiments import report
 from expert_hub.train import strategies
 
 FLAGS = flags.FLAGS
@@ -24,9 +24,13 @@ def main(argv):
   del argv
   flags_common.setup_logging()
   cfg = flags_common.load_config()
-  if FLAGS.tasks:
-    cfg = flags_common.configs.replace(cfg, tasks=tuple(FLAGS.tasks))
-  data_dir = FLAGS.data_dir or f"{FLAGS.workdir}/tfds"
+  if FLAGS.tasks is not None:
+    cfg = configs.replace(cfg, tasks=tuple(FLAGS.tasks))
+  flags_common.check_workdir(FLAGS.workdir)
+  if FLAGS.export_dir is not None:
+    flags_common.check_workdir(FLAGS.export_dir, "--export_dir")
+  data_dir = f"{FLAGS.workdir}/tfds" if FLAGS.data_dir is None else FLAGS.data_dir
+  flags_common.check_task_specs(cfg.tasks, data_dir)  # a bad task fails now, not after hours of training
   results = pipeline.run_pipeline(cfg, FLAGS.workdir, data_dir, FLAGS.export_dir,
                                   strategies.make_strategy(FLAGS.strategy))
   print(report.markdown_table(results))
@@ -35,7 +39,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,17 @@ command skips finished tasks. Outputs: <workdir>/vtab_results.csv (one row per r
 means, mean), vtab_results.json and vtab_<group>.png.
 """
 
+import math
+
 from absl import app
 from absl import flags
 
-from expert_hub import configs
 from expert_hub import flags_common
+from expert_hub import io_utils
+from expert_hub.experiments import vtab_runner
+from expert_hub.hub import registry
 from expert_hub.tasks import vtab
 from expert_hub.train import strategies
-from expert_hub.transfer import vtab_runner
 
 FLAGS = flags.FLAGS
 flags_common.define_common_flags()
@@ -31,9 +34,9 @@ flags.DEFINE_list("tasks", ["all"], f"'all', a group {list(vtab.GROUPS)}, VTAB t
 flags.DEFINE_string("run_name", None, "The leaderboard row (default: the expert's name).")
 flags.DEFINE_list("lrs", None, "Sweep base learning rates at batch 512 (default: the config's x 0.3, 1, 3).")
 flags.DEFINE_list("steps", None, "Sweep step counts (default: 1x and 2x the config's steps for 800 images).")
-flags.DEFINE_integer("batch_size", None, "Override the config's fine-tuning batch size.")
+flags.DEFINE_integer("batch_size", None, "Override the config's fine-tuning batch size (an integer >= 1).")
 flags.DEFINE_integer("image_size", None, "Resize task images to this (default: the config's upstream size; "
-                     "VTAB uses 224).")
+                     "VTAB uses 224).", lower_bound=1)
 flags.DEFINE_bool("download", False, "Prepare missing datasets (uses the network).")
 flags.DEFINE_string("manual_dir", None, "Files of the manual-download tasks (default <data_dir>/downloads/manual).")
 flags_common.define_beam_flags()
@@ -41,24 +44,56 @@ flags.mark_flags_as_required(["expert", "workdir"])
 
 
 def _sweep(finetune_cfg):
+  """The sweep from --lrs / --steps (each value checked, named with its flag), else the config's default."""
   default = vtab_runner.default_sweep(finetune_cfg)
-  try:
-    lrs = tuple(float(v) for v in FLAGS.lrs) if FLAGS.lrs else default.base_lrs
-    steps = tuple(int(v) for v in FLAGS.steps) if FLAGS.steps else default.steps
-  except ValueError as e:
-    raise app.UsageError(f"--lrs={FLAGS.lrs} / --steps={FLAGS.steps}: {e}; expected numbers (steps: integers).")
-  return vtab_runner.SweepConfig(lrs, steps)
+  lrs = default.base_lrs
+  if FLAGS.lrs is not None:
+    lrs = []
+    for v in FLAGS.lrs:
+      try:
+        lr = float(v)
+      except ValueError:
+        lr = None
+      if lr is None or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"--lrs={','.join(FLAGS.lrs)}: {v!r} is not a positive learning rate.")
+      lrs.append(lr)
+    if not lrs:
+      raise ValueError("--lrs is empty; expected one or more positive learning rates, e.g. --lrs=0.01,0.03.")
+  steps = default.steps if FLAGS.steps is None else flags_common.positive_ints("--steps", FLAGS.steps)
+  return vtab_runner.SweepConfig(tuple(lrs), tuple(steps))
+
+
+def _check_experts(export_dirs):
+  """--expert (or, with auto, --experts / the export dirs' experts) resolve to modules; raises naming one that
+  does not."""
+  reg = registry.Registry(export_dirs)
+  if FLAGS.expert != vtab_runner.AUTO:
+    reg.resolve(FLAGS.expert)
+    return
+  if FLAGS.experts is not None and not FLAGS.experts:
+    raise app.UsageError("--experts= names no expert; name some, or leave it out to select among --export_dir's.")
+  handles = reg.expand_handles(FLAGS.experts) if FLAGS.experts else reg.expert_handles()
+  if not handles:
+    raise FileNotFoundError(f"--expert=auto found no experts under --export_dir={FLAGS.export_dir!r}; export some "
+                            "first (export/export_experts.py) or name them with --experts.")
+  for handle in handles:
+    reg.resolve(handle)
 
 
 def main(argv):
   options = flags_common.beam_options(argv)
   flags_common.setup_logging()
   cfg = flags_common.load_config()
-  if FLAGS.batch_size:
-    cfg = configs.replace(cfg, **{"finetune.batch_size": FLAGS.batch_size})
+  cfg = flags_common.override(cfg, **{"finetune.batch_size": FLAGS.batch_size})
+  sweep = _sweep(cfg.finetune)
+  flags_common.check_workdir(FLAGS.workdir)
+  export_dirs = None if FLAGS.export_dir is None else [flags_common.check_dir(FLAGS.export_dir, "--export_dir")]
+  vtab.TASKS.resolve(FLAGS.tasks)  # unknown names fail now, before any work
+  _check_experts(export_dirs)
+  io_utils.make_workdir(FLAGS.workdir)  # private (0o700) when new; refuses one another user owns
   board = vtab_runner.run_vtab(FLAGS.tasks, FLAGS.expert, cfg, FLAGS.workdir, data_dir=FLAGS.data_dir,
-                               export_dirs=[FLAGS.export_dir] if FLAGS.export_dir else None,
-                               sweep=_sweep(cfg.finetune), run_name=FLAGS.run_name, image_size=FLAGS.image_size,
+                               export_dirs=export_dirs,
+                               sweep=sweep, run_name=FLAGS.run_name, image_size=FLAGS.image_size,
                                download=FLAGS.download, manual_dir=FLAGS.manual_dir, experts=FLAGS.experts,
                                strategy=strategies.make_strategy(FLAGS.strategy), beam_options=options)
   print(open(f"{FLAGS.workdir}/{vtab_runner.CSV_FILE}").read())
@@ -68,7 +103,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main, flags_parser=flags_common.parse_known_flags)
+  flags_common.run(main, flags_parser=flags_common.parse_known_flags)
 
 
 if __name__ == "__main__":

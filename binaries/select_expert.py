@@ -22,8 +22,8 @@ more); any other Beam option passes through:
 from absl import app
 from absl import flags
 
-from expert_hub import configs
 from expert_hub import flags_common
+from expert_hub import io_utils
 from expert_hub.hub import registry
 from expert_hub.hub import session as session_lib
 from expert_hub.selection import select
@@ -41,7 +41,8 @@ flags.DEFINE_enum("backend", None, ["auto", "exact", "scann", "scann_ah"], "kNN 
 flags.DEFINE_string("proxy", None, "Proxies, comma-separated, first one selects: "
                     f"{', '.join(select.PROXIES)}; e.g. 'knn,logme,leep' or 'knn(k=3),random(seed=1)' "
                     "(default: the config's, knn).")
-flags.DEFINE_integer("image_size", None, "Resize task images to this (default: the config's upstream size).")
+flags.DEFINE_integer("image_size", None, "Resize task images to this (default: the config's upstream size).",
+                     lower_bound=1)
 flags.DEFINE_bool("cache", True, "Reuse and keep embeddings in <workdir>/embeddings/ (--nocache recomputes all).")
 flags_common.define_beam_flags()
 flags.mark_flags_as_required(["task", "workdir"])  # --export_dir may be left out with --experts=bit-in21k
@@ -51,17 +52,26 @@ def main(argv):
   options = flags_common.beam_options(argv)
   flags_common.setup_logging()
   cfg = flags_common.load_config()
-  sel = cfg.selection
-  overrides = {k: v for k, v in (("split", FLAGS.split), ("k", FLAGS.k), ("backend", FLAGS.backend),
-                                 ("proxy", FLAGS.proxy)) if v}
-  sel = configs.replace(sel, **overrides)
-  image_size = FLAGS.image_size or cfg.upstream.image_size
-  task = sources.get_task(FLAGS.task, FLAGS.data_dir, image_size)
-  if not FLAGS.export_dir and not FLAGS.experts:
+  # An explicit 0 or "" reaches SelectionConfig's validation, which names it.
+  sel = flags_common.override(cfg.selection, split=FLAGS.split, k=FLAGS.k, backend=FLAGS.backend, proxy=FLAGS.proxy)
+  image_size = cfg.upstream.image_size if FLAGS.image_size is None else FLAGS.image_size
+  flags_common.check_workdir(FLAGS.workdir)
+  flags_common.check_task_specs([FLAGS.task], FLAGS.data_dir)
+  if FLAGS.export_dir is None and FLAGS.experts is None:
     raise app.UsageError("Pass --export_dir (its experts are ranked) or --experts (e.g. --experts=bit-in21k).")
-  session = session_lib.ModuleSession(registry.Registry([FLAGS.export_dir] if FLAGS.export_dir else None))
+  if FLAGS.experts is not None and not FLAGS.experts:
+    raise app.UsageError("--experts= names no expert; name some, or leave it out to rank --export_dir's.")
+  export_dirs = None if FLAGS.export_dir is None else [flags_common.check_dir(FLAGS.export_dir, "--export_dir")]
+  session = session_lib.ModuleSession(registry.Registry(export_dirs))
   # "bit-in21k" in the list stands for the 48 published experts (hub/catalogue.py).
   experts = session.registry.expand_handles(FLAGS.experts) if FLAGS.experts else session.registry.expert_handles()
+  if not experts:
+    raise FileNotFoundError(f"--export_dir={FLAGS.export_dir!r} holds no experts; export some first "
+                            "(export/export_experts.py) or name them with --experts.")
+  for handle in experts + ([FLAGS.generalist] if FLAGS.generalist is not None else []):
+    session.registry.resolve(handle)  # an unknown name fails now, before the task is read
+  task = sources.get_task(FLAGS.task, FLAGS.data_dir, image_size)
+  io_utils.make_workdir(FLAGS.workdir)  # private (0o700) when new; refuses one another user owns
   result = select.select_expert(task, experts, sel, FLAGS.workdir, image_size, generalist=FLAGS.generalist,
                                 strict=FLAGS.strict_proxies, use_cache=FLAGS.cache, session=session,
                                 beam_options=options)
@@ -80,7 +90,7 @@ def _print(result):
 
 def run():
   """Console-script entry point."""
-  app.run(main, flags_parser=flags_common.parse_known_flags)
+  flags_common.run(main, flags_parser=flags_common.parse_known_flags)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,16 @@ Finished experts are skipped on re-run; an interrupted expert resumes from its c
 on its own labels is printed beside the generalist's, measured on the same held-out images before training.
 """
 
+import os
+
 from absl import app
 from absl import flags
 
 from expert_hub import flags_common
+from expert_hub import io_utils
 from expert_hub.train import experts
 from expert_hub.train import strategies
+from expert_hub.train import upstream
 
 FLAGS = flags.FLAGS
 flags_common.define_common_flags(export_dir=False)
@@ -29,11 +33,18 @@ def main(argv):
   strategy = strategies.make_strategy(FLAGS.strategy)  # first: multi_worker must start before other TF ops
   flags_common.setup_logging()
   cfg = flags_common.load_config()
-  if FLAGS.steps:
-    cfg = flags_common.configs.replace(cfg, **{"experts.full.steps": FLAGS.steps,
-                                               "experts.adapter.steps": FLAGS.steps})
-  if FLAGS.adapter_first_stage:
-    cfg = flags_common.configs.replace(cfg, **{"experts.adapter_arch.first_stage": FLAGS.adapter_first_stage})
+  cfg = flags_common.override(cfg, **{"experts.full.steps": FLAGS.steps, "experts.adapter.steps": FLAGS.steps,
+                                      "experts.adapter_arch.first_stage": FLAGS.adapter_first_stage,
+                                      "experts.kinds": None if FLAGS.kinds is None else tuple(FLAGS.kinds)})
+  if FLAGS.experts is not None and not FLAGS.experts:
+    raise app.UsageError("--experts= names no expert; leave it out to train every selected expert.")
+  flags_common.check_dir(FLAGS.workdir, "--workdir")
+  generalist = os.path.join(FLAGS.workdir, "generalist")
+  if not upstream.is_trained(generalist):
+    raise FileNotFoundError(f"--workdir={FLAGS.workdir!r} holds no trained generalist ({generalist} without "
+                            f"{upstream.MODEL_FILE} and {upstream.WEIGHTS_FILE}); run train_upstream with this "
+                            "--workdir first.")
+  io_utils.make_workdir(FLAGS.workdir)  # private (0o700) when new; refuses one another user owns
   results = experts.train_experts(cfg, FLAGS.data_dir, FLAGS.workdir, kinds=FLAGS.kinds, names=FLAGS.experts,
                                   strategy=strategy)
   for kind, by_name in results.items():
@@ -45,7 +56,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ r"""Trains the generalist on all upstream data.
 Resumes from <workdir>/generalist/checkpoints after a kill; a finished generalist is not retrained.
 """
 
-from absl import app
 from absl import flags
 
 from expert_hub import flags_common
+from expert_hub import io_utils
 from expert_hub.train import strategies
 from expert_hub.train import upstream
 
@@ -22,15 +22,16 @@ def main(argv):
   strategy = strategies.make_strategy(FLAGS.strategy)  # first: multi_worker must start before other TF ops
   flags_common.setup_logging()
   cfg = flags_common.load_config()
-  if FLAGS.steps:
-    cfg = flags_common.configs.replace(cfg, **{"generalist.steps": FLAGS.steps})
+  cfg = flags_common.override(cfg, **{"generalist.steps": FLAGS.steps})
+  flags_common.check_workdir(FLAGS.workdir)
+  io_utils.make_workdir(FLAGS.workdir)  # private (0o700) when new; refuses one another user owns
   info = upstream.train_generalist(cfg, FLAGS.data_dir, FLAGS.workdir, strategy)
   print(f"generalist: {info['train']}")
 
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  flags_common.run(main)
 
 
 if __name__ == "__main__":

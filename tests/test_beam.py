@@ -28,7 +28,7 @@ def _tasks():
 
 
 def _experts(export_dir):
-  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] != "generalist"]
+  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] not in registry.BASELINE_KINDS]
 
 
 def test_beam_selection_equals_the_in_process_ranking(trained_workdir, export_dir, tmp_path, smoke_cfg):

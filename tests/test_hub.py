@@ -26,7 +26,7 @@ def test_export_layout_and_metadata(export_dir, trained_workdir):
   paths = _module_paths(export_dir)
   plan = json.load(open(os.path.join(trained_workdir, "experts.json")))
   names = [e["name"] for e in plan["experts"]]
-  assert set(paths) == {"generalist", *names, *[f"{n}_adapter" for n in names]}
+  assert set(paths) == {"generalist", "control", *names, *[f"{n}_adapter" for n in names]}
   for name, path in paths.items():
     assert path.endswith(os.path.join("mini32", name, "1"))
     meta = export.verify_module(path)
@@ -34,7 +34,7 @@ def test_export_layout_and_metadata(export_dir, trained_workdir):
                 "num_trainable_params", "sha256"):
       assert key in meta, (name, key)
     assert "saved_model.pb" in meta["sha256"]
-    assert meta["kind"] == ("generalist" if name == "generalist" else
+    assert meta["kind"] == (name if name in ("generalist", "control") else
                             "adapter" if name.endswith("_adapter") else "full")
   adapter, full = export.read_metadata(paths[f"{names[0]}_adapter"]), export.read_metadata(paths[names[0]])
   assert adapter["num_params"] > full["num_params"]

@@ -17,15 +17,20 @@ def test_run_pipeline_binary_writes_results(tmp_path):
   results = json.load(open(os.path.join(workdir, "results.json")))
   assert len(results["tasks"]) == 2
   for t in results["tasks"]:
-    assert set(t) >= {"task", "selected", "selected_accuracy", "generalist_accuracy", "oracle_expert",
-                      "oracle_accuracy", "knn_scores", "finetune_accuracy"}
-    assert t["selected"] in t["knn_scores"] and len(t["finetune_accuracy"]) == 5  # oracle: every module
-    assert t["oracle_accuracy"] == max(v for k, v in t["finetune_accuracy"].items() if k != "generalist")
+    assert set(t) >= {"task", "selected", "selected_accuracy", "generalist_accuracy", "control_accuracy",
+                      "knn_scores", "finetune_accuracy", "seed_accuracy", "accuracy", "gain"}
+    assert t["selected"] in t["knn_scores"] and "control" not in t["knn_scores"]  # a baseline, not a candidate
+    # the pick, the best-ranked full and adapter experts, the generalist and the control, on the same 2 seeds
+    assert {t["selected"], t["best_full"], t["best_adapter"], "generalist", "control"} == set(t["seed_accuracy"])
+    assert all(len(a) == 2 for a in t["seed_accuracy"].values()) and len(set(t["seeds"])) == 2
+    assert set(t["gain"]) == {"generalist", "control"} and t["gain"]["generalist"]["ci95"] is not None
+  assert results["summary"]["gain_vs_generalist_all"]["tasks"] == 2
   assert {"data", "generalist", "experts", "export", "total"} <= set(results["timings"])
   assert os.path.getsize(os.path.join(workdir, "results.png")) > 1000
   # Re-running reuses every stage's output.
   again = run_python(["binaries/run_pipeline.py", "--config=smoke", f"--workdir={workdir}"], timeout=600)
-  assert "already trained; skipping" in again.stderr and "already done" in again.stderr
+  assert "already trained; skipping" in again.stderr and "selection already done" in again.stderr
+  assert json.load(open(os.path.join(workdir, "results.json")))["tasks"] == results["tasks"]  # reused, not redone
 
 
 @pytest.mark.slow

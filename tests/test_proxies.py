@@ -36,37 +36,20 @@ def test_knn_hand_computed():
     proxies.knn_accuracy(KNN_X, KNN_Y, k=5, metric="euclidean")
 
 
-def _logistic_gradient(x, y, w, b, l2):
-  """Gradient of mean softmax cross-entropy + l2/2 ||w||^2, written out per example."""
-  gw, gb = l2 * w.copy(), np.zeros_like(b)
-  for xi, yi in zip(x, y):
-    scores = xi @ w + b
-    p = np.exp(scores - scores.max())
-    p /= p.sum()
-    p[yi] -= 1.0
-    gw += np.outer(xi, p) / len(x)
-    gb += p / len(x)
-  return gw, gb
-
-
-def test_linear_probe_fit_is_optimal_and_hand_computed_cv():
-  rng = np.random.default_rng(0)
-  x, y = rng.standard_normal((8, 3)), np.array([0, 1, 2, 0, 1, 2, 0, 1])
-  w, b = proxies.fit_logistic_regression(x, y, 3, l2=0.1, max_iter=20000, tol=1e-10)
-  gw, gb = _logistic_gradient(x, y, w, b, 0.1)
-  assert np.abs(gw).max() < 1e-8 and np.abs(gb).max() < 1e-8
-  # Leave-one-out (7 folds of 1): classes 0 and 1 are separated with wide margins; class 2 has one example,
-  # which is never in its own training folds, so it is always wrong: 6/7.
+def test_linear_probe_hand_computed_cv():
+  # 3 stratified folds: classes 0 and 1 (3 examples each, one per fold) are separated with a wide margin; class 2
+  # has one example, which is never in its own training folds, so it is always wrong: 6/7.
   x1 = np.array([[-3.0], [-2.0], [-1.0], [1.0], [2.0], [3.0], [10.0]])
   y1 = np.array([0, 0, 0, 1, 1, 1, 2])
-  accuracy, l2 = proxies.linear_probe_accuracy(x1, y1, num_folds=7)
+  accuracy, l2 = proxies.linear_probe_accuracy(x1, y1, num_folds=3)
   assert accuracy == pytest.approx(6 / 7) and l2 == 0.01
-  folds = proxies.stratified_folds(np.repeat([0, 1], 5), 5)
-  assert sorted(folds[:5]) == sorted(folds[5:]) == list(range(5))  # each class once per fold
+  assert proxies.linear_probe_accuracy(x1[:6], y1[:6], num_folds=3, l2=[0.0, 1.0]) == (1.0, 0.0)
   with pytest.raises(ValueError, match=r"num_folds=1; expected 2 <= num_folds <= num_examples \(7\)"):
     proxies.linear_probe_accuracy(x1, y1, num_folds=1)
+  with pytest.raises(ValueError, match=r"num_folds=4; expected at most the largest class's 3"):
+    proxies.linear_probe_accuracy(x1, y1, num_folds=4)
   with pytest.raises(ValueError, match=r"l2=-1.0; expected a non-negative"):
-    proxies.linear_probe_accuracy(x1, y1, l2=-1.0)
+    proxies.linear_probe_accuracy(x1, y1, num_folds=3, l2=-1.0)
 
 
 def _gaussian_log_evidence(f, y, alpha, beta):
@@ -228,7 +211,7 @@ ALL = "knn,linear_probe,logme,hscore,nce,leep,domain_prediction,generalist,rando
 
 
 def _experts(export_dir):
-  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] != "generalist"]
+  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] not in registry.BASELINE_KINDS]
 
 
 def _small_task(n=24):

@@ -1,7 +1,6 @@
 """Proxy evaluation: rank correlations and regret against hand-computed values, then end to end on the tiny world."""
 
 import json
-import math
 import os
 
 import numpy as np
@@ -9,54 +8,12 @@ import pytest
 
 from conftest import run_python
 from expert_hub import configs
-from expert_hub import pipeline
+from expert_hub.experiments import pipeline
+from expert_hub.experiments import proxy_evaluation as pe
 from expert_hub.hub import registry
-from expert_hub.selection import proxy_evaluation as pe
 from expert_hub.tasks import ArrayTask
 
 PROXIES = "knn,logme,leep,generalist,random"
-
-
-@pytest.mark.parametrize("x, y, tau, rho", [
-    ([1, 2, 3, 4], [10, 20, 30, 40], 1.0, 1.0),
-    ([1, 2, 3, 4], [4, 3, 2, 1], -1.0, -1.0),
-    # 10 pairs, 2 discordant: (8 - 2) / 10; rho = 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 1 - 6 * 4 / 120.
-    ([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], 0.6, 0.8),
-    # A tie in x: 5 concordant of 6 pairs, 1 tied in x: 5 / sqrt(5 * 6); ranks x = [1, 2.5, 2.5, 4]:
-    # rho = 4.5 / sqrt(4.5 * 5).
-    ([1, 2, 2, 3], [1, 2, 3, 4], 5 / math.sqrt(30), math.sqrt(0.9)),
-    # Ties in both, one pair tied in both: 4 concordant, 1 tied in x, 2 in y: 4 / sqrt(5 * 4);
-    # ranks [1.5, 1.5, 3, 4] and [1.5, 1.5, 3.5, 3.5]: rho = 4 / sqrt(4.5 * 4).
-    ([1, 1, 2, 3], [1, 1, 2, 2], 4 / math.sqrt(20), 4 / math.sqrt(18)),
-    # One concordant and one discordant pair cancel.
-    ([1, 1, 2, 2], [1, 2, 1, 2], 0.0, 0.0),
-])
-def test_rank_correlations_hand_computed(x, y, tau, rho):
-  assert pe.kendall_tau_b(x, y) == pytest.approx(tau, abs=1e-12)
-  assert pe.spearman_rho(x, y) == pytest.approx(rho, abs=1e-12)
-  assert pe.kendall_tau_b(y, x) == pytest.approx(tau, abs=1e-12)  # symmetric
-
-
-def test_rank_correlations_undefined_and_bad_input():
-  assert math.isnan(pe.kendall_tau_b([1, 1, 1], [1, 2, 3]))  # constant scores
-  assert math.isnan(pe.spearman_rho([1, 2, 3], [5, 5, 5]))
-  assert math.isnan(pe.kendall_tau_b([1], [2])) and math.isnan(pe.spearman_rho([1], [2]))
-  np.testing.assert_array_equal(pe.average_ranks([30, 10, 20, 20]), [4, 1, 2.5, 2.5])
-  with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
-    pe.kendall_tau_b([1, 2, 3], [1, 2])
-  with pytest.raises(ValueError, match="non-finite"):
-    pe.spearman_rho([1, np.nan], [1, 2])
-
-
-def test_regret_and_oracle():
-  accuracy = {"a": 0.61, "b": 0.55, "c": 0.61, "generalist": 0.5}
-  assert pe.oracle_of(accuracy) == ("a", 0.61)  # ties go to the first name
-  assert pe.regret(accuracy, "a") == 0.0 and pe.regret(accuracy, "c") == 0.0
-  assert pe.regret(accuracy, "b") == 0.06 and pe.regret(accuracy, "generalist") == 0.11
-  with pytest.raises(KeyError, match=r"No fine-tuned accuracy for 'd'; fine-tuned: \['a', 'b', 'c', 'generalist'\]"):
-    pe.regret(accuracy, "d")
-  with pytest.raises(ValueError, match="No fine-tuned accuracies"):
-    pe.oracle_of({})
 
 
 def _task(name="small", n=40, seed=0):
@@ -72,7 +29,7 @@ def _task(name="small", n=40, seed=0):
 
 
 def _experts(export_dir):
-  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] != "generalist"]
+  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] not in registry.BASELINE_KINDS]
 
 
 def _check_results(results, experts, workdir, proxies=PROXIES):

@@ -277,8 +277,8 @@ def test_every_export_gets_a_model_card_generated_from_expert_json(tmp_path):
   path = export.export_module(_tiny_backbone(), str(tmp_path), "mini32", "birds", 1, metadata)
   card_path = os.path.join(path, model_card.MODEL_CARD_FILE)
   card = open(card_path).read()
-  info = export.verify_module(path)  # the card does not break the manifest
-  assert model_card.MODEL_CARD_FILE not in info["sha256"] and "saved_model.pb" in info["sha256"]
+  info = export.verify_module(path)  # the card is in the manifest, like every file but expert.json
+  assert model_card.MODEL_CARD_FILE in info["sha256"] and "saved_model.pb" in info["sha256"]
   for part in ("# mini32/birds/1", "a full expert", "`animals/birds`", "`owl`, `heron`, `wren`", "1,234 images",
                "| this module | 71.2% |", "| the generalist, on the same labels | 65.5% |",
                "float32 [batch, height, width, 3] in [0, 1]", "[batch, 8] features", "hub.load(path)",
@@ -287,8 +287,10 @@ def test_every_export_gets_a_model_card_generated_from_expert_json(tmp_path):
   assert model_card.render(info) == card  # generated from expert.json alone
   with open(card_path, "a") as f:
     f.write("local notes\n")
-  export.verify_module(path)  # editing the card leaves the module valid
-  assert open(model_card.write_model_card(path)).read() == card  # and it regenerates from expert.json
+  with pytest.raises(ValueError, match="README.md"):
+    export.verify_module(path)  # an edited card is a modified file
+  assert open(model_card.write_model_card(path)).read() == card  # it regenerates from expert.json, byte for byte
+  export.verify_module(path)
 
 
 def test_a_pack_card_lists_its_experts():

@@ -15,7 +15,7 @@ from expert_hub.transfer import finetune, hyperrule
 
 
 def _experts(export_dir):
-  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] != "generalist"]
+  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] not in registry.BASELINE_KINDS]
 
 
 def test_select_expert_writes_selection_json(export_dir, data_dir, tmp_path, smoke_cfg):

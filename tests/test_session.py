@@ -29,7 +29,7 @@ def _task(name, num_classes=3, n=48, seed=0):
 
 
 def _expert_paths(export_dir):
-  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] != "generalist"]
+  return [e["path"] for e in registry.list_experts([export_dir]) if e["kind"] not in registry.BASELINE_KINDS]
 
 
 def _load_counts(paths):

@@ -121,6 +121,36 @@ def test_adapter_expert_leaves_the_trunk_frozen(trained_workdir):
   assert experts_data.label_mask([1], 3).tolist() == [0, 1, 0]
 
 
+def test_the_control_starts_from_the_generalist_and_sees_all_upstream_labels(trained_workdir, smoke_cfg, data_dir,
+                                                                            export_dir):
+  """The equal-compute control: the generalist continued on every label with a full expert's recipe and steps."""
+  from expert_hub import provenance
+  from expert_hub.data import upstream as upstream_data
+  from expert_hub.models import weights
+  from expert_hub.train import upstream
+  generalist = upstream.read_model_info(os.path.join(trained_workdir, "generalist"))
+  folder = os.path.join(trained_workdir, "experts", "control", "control")
+  control = upstream.read_model_info(folder)
+  assert control["kind"] == "control" and control["node"] is None
+  assert control["labels"] == list(range(generalist["num_labels"]))  # every upstream label
+  builder = upstream_data.get_builder(smoke_cfg.upstream.tfds_name, data_dir)
+  assert control["num_images"] == builder.info.splits[smoke_cfg.upstream.train_split].num_examples
+  assert control["train"]["steps"] == smoke_cfg.experts.full.steps  # as many steps as a full expert
+  # Before training it was the generalist exactly: its precision on all labels was the generalist's own.
+  assert control["train"]["generalist_eval_precision_at_1"] == pytest.approx(
+      generalist["train"]["eval_precision_at_1"], abs=1e-6)
+  made_from = provenance.read(folder)
+  assert made_from["generalist"] == provenance.digest(provenance.read(os.path.join(trained_workdir, "generalist")))
+  assert made_from["train"] == provenance.describe(smoke_cfg.experts.full)
+  g = weights.load_weights(os.path.join(trained_workdir, "generalist", "weights.npz"))
+  c = weights.load_weights(os.path.join(folder, "weights.npz"))
+  assert any(not np.array_equal(g[k], c[k]) for k in g)  # and then it trained
+  from expert_hub.hub import registry
+  exported = registry.Registry([export_dir])
+  assert exported.lookup("control").metadata["kind"] == "control"
+  assert exported.lookup("control").path not in exported.expert_handles()  # a baseline, never a candidate
+
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))

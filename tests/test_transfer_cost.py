@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from expert_hub.data import upstream as upstream_data
+from expert_hub.experiments import report
+from expert_hub.experiments import transfer_cost as cost
 from expert_hub.hub import session as session_lib
 from expert_hub.models import resnet_v2
 from expert_hub.tasks import sources
 from expert_hub.train import upstream as upstream_train
-from expert_hub.transfer import cost
 from expert_hub.transfer import dat
 
 
@@ -52,7 +53,8 @@ def test_budget_ratios_hand_case():
   # (a) 4 x 100 x 10 + 3 x 200 x 5 = 4000 + 3000; (c) 100 x 10 + 3 x 1000 x 10 + 3000 = 31000 + 3000.
   assert (r["a_flops"], r["c_flops"], r["finetune_flops"]) == (7000, 34000, 3000)
   assert r["c/a flops"] == pytest.approx(34000 / 7000) and r["c/a flops before finetune"] == pytest.approx(31000 / 4000)
-  assert "| 0x |" not in cost.budget_markdown([("hand", r)]) and "| 5x | 8x |" in cost.budget_markdown([("hand", r)])
+  table = report.budget_markdown([("hand", r)])
+  assert "| 0x |" not in table and "| 5x | 8x |" in table
   with pytest.raises(ValueError, match="num_experts=0; expected a positive count"):
     cost.budget_ratios(0, 100, 1000, 200, flops)
 
@@ -78,7 +80,7 @@ def test_one_task_costs_all_three_routes(trained_workdir, export_dir, smoke_cfg,
   assert 0.0 < c["acceptance"] <= 1.0 and c["top_target_labels"]
   assert upstream_train.is_trained(dat.dat_dir(workdir, task.name))
   assert cost.measure_task(task, smoke_cfg, workdir, exports, modules, data_dir, flops, session) == result  # cached
-  table = cost.markdown([result], cost.one_off_costs(smoke_cfg, workdir, flops))
+  table = report.transfer_cost_markdown([result], cost.one_off_costs(smoke_cfg, workdir, flops))
   assert "colours_novel" in table and "One-off experts (4 models)" in table
 
 

@@ -14,9 +14,10 @@ import tensorflow_datasets as tfds
 
 from conftest import run_python
 from expert_hub import configs
+from expert_hub import provenance
+from expert_hub.experiments import vtab_runner
 from expert_hub.tasks import get_task
 from expert_hub.tasks import vtab
-from expert_hub.transfer import vtab_runner
 
 # The doc's table (shared/docs/bit_and_vtab.md): group, TFDS spec, classes, and (train, val, trainval, test).
 _90_10 = ("train[:90%]", "train[90%:]", "train", "test")
@@ -239,18 +240,30 @@ def test_sweep_picks_the_best_point_and_resumes(tmp_path, smoke_cfg):
   """run_task's tuning logic with the fine-tune faked: val200 decides, test is reported, finished points stay."""
   calls = []
 
-  def fake_finetune(task, expert, ft_cfg, lr, steps, train_split, test_split, export_dirs, strategy):
-    del task, ft_cfg, export_dirs, strategy
-    calls.append((expert, lr, steps, train_split, test_split))
-    acc = 0.9 if test_split == "test" else {(0.01, 10): 0.5, (0.03, 10): 0.7, (0.01, 20): 0.7}.get((lr, steps), 0.2)
-    return {"test_accuracy": acc, "seconds": 1.0, "num_test_examples": 123}
+  class FakeFinetuner:
+    def __init__(self, lr, steps, train_split, test_split):
+      self.point = (lr, steps, train_split, test_split)
+
+    def made_from(self, expert):
+      return {"expert": expert, "point": list(self.point)}
+
+    def run(self, expert):
+      lr, steps, train_split, test_split = self.point
+      calls.append((expert, lr, steps, train_split, test_split))
+      acc = 0.9 if test_split == "test" else {(0.01, 10): 0.5, (0.03, 10): 0.7, (0.01, 20): 0.7}.get((lr, steps), 0.2)
+      return {"test_accuracy": acc, "seconds": 1.0, "num_test_examples": 123,
+              "made_from": provenance.digest(self.made_from(expert))}
+
+  def fake_finetuner(task, ft_cfg, lr, steps, train_split, test_split, session, strategy=None):
+    del task, ft_cfg, session, strategy
+    return FakeFinetuner(lr, steps, train_split, test_split)
 
   task = vtab.VtabTask.__new__(vtab.VtabTask)  # Definition only; the fake fine-tune never reads data.
   task.definition, task.name, task.num_classes = vtab.TASKS.get("dtd"), "vtab/dtd", 47
   task.group = task.domain = "natural"
   sweep = vtab_runner.SweepConfig((0.03, 0.01), (20, 10))
   task_dir = str(tmp_path / "dtd")
-  with mock.patch.object(vtab_runner, "_finetune", fake_finetune):
+  with mock.patch.object(vtab_runner, "_finetuner", fake_finetuner):
     result = vtab_runner.run_task(task, "mini32/shapes/1", smoke_cfg, sweep, task_dir)
   tuning = [c for c in calls if c[3] == "train800"]
   assert [(c[1], c[2]) for c in tuning] == [(0.01, 10), (0.03, 10), (0.01, 20), (0.03, 20)]
@@ -262,11 +275,20 @@ def test_sweep_picks_the_best_point_and_resumes(tmp_path, smoke_cfg):
   # A run killed before result.json keeps its finished sweep points: only the final fine-tune is redone.
   os.remove(os.path.join(task_dir, "result.json"))
   calls.clear()
-  with mock.patch.object(vtab_runner, "_finetune", fake_finetune):
+  with mock.patch.object(vtab_runner, "_finetuner", fake_finetuner):
     assert vtab_runner.run_task(task, "mini32/shapes/1", smoke_cfg, sweep, task_dir)["best"] == result["best"]
   assert len(calls) == 1 and calls[0][3] == "train800val200"
-  default = vtab_runner.default_sweep(smoke_cfg.finetune)  # smoke: base_lr 0.03, 20 steps.
-  assert default.base_lrs == (0.009, 0.03, 0.09) and default.steps == (20, 40)
+  # A finished task or sweep point made from other inputs (re-prepared data, another module) is refused.
+  with mock.patch.object(vtab_runner, "_finetuner", fake_finetuner):
+    finished = json.load(open(os.path.join(task_dir, "result.json")))
+    assert vtab_runner.run_task(task, "mini32/shapes/1", smoke_cfg, sweep, task_dir) == finished
+    with pytest.raises(provenance.ProvenanceError, match="VTAB task result made from other inputs"):
+      vtab_runner.run_task(task, "mini32/glyphs/1", smoke_cfg, sweep, task_dir)
+    os.remove(os.path.join(task_dir, "result.json"))
+    with pytest.raises(provenance.ProvenanceError, match="VTAB sweep point made from other inputs"):
+      vtab_runner.run_task(task, "mini32/glyphs/1", smoke_cfg, sweep, task_dir)
+  default = vtab_runner.default_sweep(smoke_cfg.finetune)  # smoke: base_lr 0.1, 20 steps.
+  assert default.base_lrs == (0.03, 0.1, 0.3) and default.steps == (20, 40)
   with pytest.raises(ValueError, match="steps"):
     vtab_runner.SweepConfig((0.1,), (0,))
 
@@ -331,8 +353,8 @@ import json, sys
 sys.path.insert(0, "tests")
 from test_vtab import mock_vtab_data
 from expert_hub import configs
+from expert_hub.experiments import vtab_runner
 from expert_hub.hub import loading, registry, session as session_lib
-from expert_hub.transfer import vtab_runner
 export_dir, workdir, num_experts, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 session = session_lib.ModuleSession(registry.Registry([export_dir]))
 experts = session.registry.expert_handles()[:num_experts]

@@ -5,12 +5,59 @@ Config is code: a config file's `get_config()` returns a `Config`, and library f
 """
 
 import dataclasses
+import math
 from typing import Optional, Tuple
 
+from expert_hub.hub import export
 from expert_hub.models.adapters import AdapterConfig
 from expert_hub.models.resnet_v2 import ModelConfig
+from expert_hub.selection import knn
+from expert_hub.selection import proxies
 
 SCHEDULES = ("cosine", "step")
+EXPERT_KINDS = ("full", "adapter")  # train/experts.py trains these
+
+
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(obj, field, low=1, optional=False):
+  """Raises ValueError naming `<Class>.<field>=<value>` unless it is an integer >= low (or None if optional)."""
+  value = getattr(obj, field)
+  if optional and value is None:
+    return
+  if not _is_int(value) or value < low:
+    what = "a positive integer" if low == 1 else f"an integer >= {low}"
+    raise ValueError(f"{type(obj).__name__}.{field}={value!r}; expected {what}{' or None' if optional else ''}.")
+
+
+def _check_number(obj, field, low=0.0, low_inclusive=False, high=None):
+  """Raises ValueError unless the field is a finite number > low (>= low if low_inclusive) and < high."""
+  value = getattr(obj, field)
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        and (value >= low if low_inclusive else value > low) and (high is None or value < high))
+  if not ok:
+    bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
+    raise ValueError(f"{type(obj).__name__}.{field}={value!r}; expected a finite number {bound}.")
+
+
+def _check_text(obj, field, optional=False):
+  value = getattr(obj, field)
+  if optional and value is None:
+    return
+  if not isinstance(value, str) or not value.strip():
+    raise ValueError(f"{type(obj).__name__}.{field}={value!r}; expected a non-empty string"
+                     f"{' or None' if optional else ''}.")
+
+
+def _check_split(obj, field, test_split="test"):
+  """A split other than the test split (selection and training must never see the images they are scored on)."""
+  _check_text(obj, field)
+  value = getattr(obj, field)
+  if value == test_split or value.startswith(test_split + "["):
+    raise ValueError(f"{type(obj).__name__}.{field}={value!r} is the test split; expected a training split "
+                     "(e.g. train800val200), so that the test images stay unseen.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +93,16 @@ class TrainConfig:
     if self.schedule not in SCHEDULES:
       raise ValueError(f"TrainConfig.schedule={self.schedule!r}; expected one of {SCHEDULES}.")
     for field in ("batch_size", "steps", "checkpoint_every", "log_every"):
-      if getattr(self, field) < 1:
-        raise ValueError(f"TrainConfig.{field}={getattr(self, field)}; expected a positive integer.")
-    if not 0 <= self.warmup_steps <= self.steps:
-      raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps}; expected 0..steps ({self.steps}).")
+      _check_int(self, field)
+    if not _is_int(self.warmup_steps) or not 0 <= self.warmup_steps <= self.steps:
+      raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps!r}; expected 0..steps ({self.steps}).")
+    _check_number(self, "base_lr")
+    _check_number(self, "momentum", low_inclusive=True, high=1.0)
+    _check_number(self, "weight_decay", low_inclusive=True)
+    steps = tuple(self.decay_steps)
+    if (not all(_is_int(b) and 0 < b <= self.steps for b in steps)) or list(steps) != sorted(set(steps)):
+      raise ValueError(f"TrainConfig.decay_steps={self.decay_steps!r}; expected increasing integers in "
+                       f"1..steps ({self.steps}).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +126,13 @@ class UpstreamConfig:
   label_key: str = "label"
   image_size: int = 32
 
+  def __post_init__(self):
+    for field in ("tfds_name", "train_split", "eval_split", "image_key", "label_key"):
+      _check_text(self, field)
+    _check_text(self, "hierarchy_file", optional=True)
+    export.check_name(self.name, "UpstreamConfig.name")  # a folder of every export path
+    _check_int(self, "image_size")
+
 
 @dataclasses.dataclass(frozen=True)
 class ExpertsConfig:
@@ -87,6 +147,8 @@ class ExpertsConfig:
     full: schedule of full experts (paper.md: the generalist's recipe at 0.1x learning rate).
     adapter: schedule of adapter experts.
     adapter_arch: adapter size and placement.
+    control: also train the equal-compute control: the generalist continued on all upstream labels with the
+      `full` schedule, exported as "control" (a baseline, never a selection candidate).
   """
   min_images: int = 1000
   max_experts: Optional[int] = None
@@ -96,6 +158,21 @@ class ExpertsConfig:
   full: TrainConfig = TrainConfig()
   adapter: TrainConfig = TrainConfig()
   adapter_arch: AdapterConfig = AdapterConfig()
+  control: bool = False
+
+  def __post_init__(self):
+    _check_int(self, "min_images")
+    _check_int(self, "max_experts", optional=True)
+    _check_int(self, "min_depth", low=0)
+    _check_int(self, "max_depth", low=self.min_depth, optional=True)
+    kinds = self.kinds
+    if (isinstance(kinds, str) or not isinstance(kinds, (tuple, list)) or not kinds
+        or any(k not in EXPERT_KINDS for k in kinds) or len(set(kinds)) != len(kinds)):
+      raise ValueError(f"ExpertsConfig.kinds={kinds!r}; expected one or more of {EXPERT_KINDS}, each once.")
+    for field, cls in (("full", TrainConfig), ("adapter", TrainConfig), ("adapter_arch", AdapterConfig),
+                       ("control", bool)):
+      if not isinstance(getattr(self, field), cls):
+        raise ValueError(f"ExpertsConfig.{field}={getattr(self, field)!r}; expected a {cls.__name__}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +192,18 @@ class SelectionConfig:
   backend: str = "auto"
   split: str = "train800val200"
   batch_size: int = 256
+
+  def __post_init__(self):
+    _check_text(self, "proxy")
+    try:
+      proxies.parse_proxies(self.proxy)  # names and parameters; the values are checked when a proxy scores
+    except ValueError as e:
+      raise ValueError(f"SelectionConfig.proxy={self.proxy!r}: {e}") from None
+    _check_int(self, "k")
+    if self.backend not in knn.BACKENDS:
+      raise ValueError(f"SelectionConfig.backend={self.backend!r}; expected one of {knn.BACKENDS}.")
+    _check_split(self, "split")
+    _check_int(self, "batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +227,19 @@ class FinetuneConfig:
   train_split: str = "train800val200"
   test_split: str = "test"
 
+  def __post_init__(self):
+    _check_int(self, "batch_size")
+    _check_number(self, "base_lr")
+    _check_int(self, "steps", optional=True)
+    _check_number(self, "steps_scale")
+    _check_int(self, "resize", optional=True)
+    _check_int(self, "crop", optional=True)
+    if self.resize is not None and self.crop is not None and self.crop > self.resize:
+      raise ValueError(f"FinetuneConfig.crop={self.crop} is larger than resize={self.resize}; expected "
+                       "crop <= resize (the crop is cut from the resized image).")
+    _check_text(self, "test_split")
+    _check_split(self, "train_split", test_split=self.test_split)
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -153,6 +255,10 @@ class Config:
     tasks: downstream task specs (see expert_hub.tasks.get_task).
     oracle: fine-tune every expert per task (the oracle) as well as the selected one and the generalist.
     version: the export version of every module.
+    seed: every random source of a run derives from it (seeds.derive): weight initialisation, shuffles,
+      augmentation, resampling and MixUp of the generalist, each expert and each fine-tune.
+    seeds: fine-tuning repetitions per (model, task), on the same seeds for every model (paired); results
+      carry a 95% interval over them.
   """
   name: str = "base"
   model: ModelConfig = ModelConfig()
@@ -164,6 +270,16 @@ class Config:
   tasks: Tuple[str, ...] = ()
   oracle: bool = False
   version: int = 1
+  seed: int = 0
+  seeds: int = 1
+
+  def __post_init__(self):
+    _check_text(self, "name")
+    if isinstance(self.tasks, str) or not all(isinstance(t, str) and t for t in self.tasks):
+      raise ValueError(f"Config.tasks={self.tasks!r}; expected a tuple of task specs (e.g. ('world/count',)).")
+    _check_int(self, "version")
+    _check_int(self, "seed", low=0)
+    _check_int(self, "seeds")
 
 
 def replace(obj, **changes):

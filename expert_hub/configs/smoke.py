@@ -11,7 +11,7 @@ from expert_hub.configs import tiny
 def get_config():
   cfg = tiny.get_config()
   return base.replace(
-      cfg, name="smoke",
+      cfg, name="smoke", seeds=2,
       tasks=("world/colours_novel", "world/count"),
       **{"upstream.tfds_name": "expert_hub_world/upstream_mini_32", "upstream.name": "mini32",
          "generalist.steps": 40, "generalist.checkpoint_every": 20, "generalist.log_every": 20,

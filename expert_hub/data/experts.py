@@ -29,10 +29,22 @@ class ExpertNode:
 
 
 def count_label_images(labels, num_labels):
-  """Images per label id from integer labels [N] or multi-hot labels [N, num_labels]."""
+  """Images per label id from integer labels [N] or multi-hot labels [N, num_labels].
+
+  Raises:
+    ValueError: a label outside 0..num_labels-1 (a class of the data that no hierarchy node carries), or
+      multi-hot labels of another width; counting them would drop those images silently.
+  """
   labels = np.asarray(labels)
   if labels.ndim == 1:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_labels):
+      bad = sorted({int(v) for v in labels[(labels < 0) | (labels >= num_labels)]})
+      raise ValueError(f"Upstream labels {bad[:10]} are outside the hierarchy's label ids 0..{num_labels - 1}; "
+                       "every class of the data must be carried by a hierarchy node.")
     return np.bincount(labels.astype(np.int64), minlength=num_labels)
+  if labels.ndim != 2 or labels.shape[1] != num_labels:
+    raise ValueError(f"Upstream labels of shape {labels.shape}; expected [N] label ids or [N, {num_labels}] "
+                     "multi-hot vectors (one column per hierarchy label).")
   return (labels > 0).sum(axis=0)
 
 
@@ -42,7 +54,7 @@ def node_image_counts(hierarchy, labels):
   num_labels = hierarchy.num_labels
   multi_hot = labels.ndim == 2
   counts = {}
-  per_label = None if multi_hot else count_label_images(labels, num_labels)
+  per_label = count_label_images(labels, num_labels)  # also checks every label is the hierarchy's
   for node in hierarchy.nodes:
     ids = hierarchy.labels_under(node)
     if not ids:

@@ -9,12 +9,22 @@ The JSON format works for any upstream dataset (WordNet for ImageNet-21k, the em
 
 A node may have several parents (WordNet is a DAG) and any node may carry a label id (ImageNet-21k labels
 internal synsets too). `labels_under(node)` is the set of label ids in the node's subtree, itself included.
+
+A hierarchy is checked whole when it is built or read, before anything trains on it, so that a bad file fails at
+once naming what is wrong instead of after the generalist has trained (or at export):
+  - node names are strings that can name an expert: after "/" becomes "_" (ExpertNode.expert_name), letters,
+    digits, "_", "." and "-", starting with a letter or digit, no ".." (export.check_name, the rule export uses
+    for module folders); no two nodes share a name, nor an expert name ("a/b" and "a_b");
+  - parents are a list of known node names (a single name is accepted), each listed once; no cycles;
+  - labels are integers (not booleans), each carried by one node, and run 0..N-1 without gaps (the generalist's
+    head has N outputs and label_name(i) must exist for each); at least one node carries a label.
 """
 
 import json
 import os
 
 from expert_hub import io_utils
+from expert_hub.hub import export
 
 
 class HierarchyError(ValueError):
@@ -25,23 +35,31 @@ class Hierarchy:
   """An immutable, validated label hierarchy."""
 
   def __init__(self, nodes, name="hierarchy"):
-    """Args: nodes: a list of {"name", "parents", optional "label"} dicts. Raises HierarchyError."""
+    """Args: nodes: a list of {"name", "parents", optional "label"} dicts. Raises HierarchyError (see the module
+    docstring for what is checked), naming the node and the bad value."""
+    if not isinstance(name, str) or not name:
+      raise HierarchyError(f"Hierarchy name {name!r} is not a non-empty string.")
+    if not isinstance(nodes, (list, tuple)):
+      raise HierarchyError(f"Hierarchy {name!r}: nodes are {type(nodes).__name__} {nodes!r:.80}; expected a list.")
     self.name = name
     self._parents = {}
     self._label = {}
+    expert_names = {}
     for i, node in enumerate(nodes):
       if not isinstance(node, dict) or "name" not in node:
         raise HierarchyError(f"Node #{i} is {node!r}; expected a dict with a 'name'.")
-      node_name = node["name"]
+      node_name = _check_node_name(node["name"], i)
       if node_name in self._parents:
-        raise HierarchyError(f"Node {node_name!r} is defined twice.")
-      parents = node.get("parents", [])
-      if isinstance(parents, str):
-        parents = [parents]
-      self._parents[node_name] = tuple(parents)
+        raise HierarchyError(f"Node {node_name!r} is defined twice (again as node #{i}).")
+      expert_name = node_name.replace("/", "_")
+      if expert_name in expert_names:
+        raise HierarchyError(f"Nodes {expert_names[expert_name]!r} and {node_name!r} would both be expert "
+                             f"{expert_name!r} ('/' becomes '_'); rename one.")
+      expert_names[expert_name] = node_name
+      self._parents[node_name] = _check_parents(node_name, node.get("parents", []))
       if node.get("label") is not None:
         label = node["label"]
-        if not isinstance(label, int) or label < 0:
+        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
           raise HierarchyError(f"Node {node_name!r} has label {label!r}; expected a non-negative integer.")
         self._label[node_name] = label
     for node_name, parents in self._parents.items():
@@ -59,8 +77,22 @@ class Hierarchy:
       for p in parents:
         self._children[p].append(node_name)
     self._check_acyclic()
+    self._check_labels_contiguous()
     self._subtree_cache = {}
     self._depth_cache = {}
+
+  def _check_labels_contiguous(self):
+    if not self._label:
+      raise HierarchyError(f"Hierarchy {self.name!r} has {len(self._parents)} nodes but no node carries a "
+                           "label; expected label ids 0..N-1 on the nodes that are dataset classes.")
+    top = max(self._label.values())
+    missing = sorted(set(range(top + 1)) - set(self._label.values()))
+    if missing:
+      shown = ", ".join(str(m) for m in missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10
+                                                         else "")
+      raise HierarchyError(f"Hierarchy {self.name!r}: label ids must run 0..N-1 without gaps, but no node carries "
+                           f"{shown} (node {self._node_of_label[top]!r} carries {top}); renumber the labels "
+                           "or add the missing classes.")
 
   def _check_acyclic(self):
     state = {}  # 1 = on the current path, 2 = done
@@ -168,15 +200,54 @@ class Hierarchy:
     io_utils.atomic_write_text(path, json.dumps(self.to_json(), indent=1))
 
 
+def _check_node_name(value, index):
+  """A node name that can name an expert (see the module docstring); returns it."""
+  if not isinstance(value, str):
+    raise HierarchyError(f"Node #{index} has name {value!r} ({type(value).__name__}); expected a string.")
+  try:
+    export.check_name(value.replace("/", "_"), "its expert name")
+  except ValueError as e:
+    raise HierarchyError(f"Node #{index} {value!r}: {e}") from None
+  return value
+
+
+def _check_parents(node_name, parents):
+  """A node's parents as a tuple of names, each once."""
+  if isinstance(parents, str):
+    parents = [parents]
+  if not isinstance(parents, (list, tuple)):
+    raise HierarchyError(f"Node {node_name!r} has parents {parents!r}; expected a list of node names.")
+  for p in parents:
+    if not isinstance(p, str):
+      raise HierarchyError(f"Node {node_name!r} has parent {p!r} ({type(p).__name__}); expected a node name.")
+  duplicates = sorted({p for p in parents if parents.count(p) > 1})
+  if duplicates:
+    raise HierarchyError(f"Node {node_name!r} lists parent(s) {duplicates} more than once.")
+  return tuple(parents)
+
+
 def load_hierarchy(path):
-  """Reads and validates a hierarchy JSON file. Raises HierarchyError / FileNotFoundError."""
+  """Reads and validates a hierarchy JSON file.
+
+  Raises:
+    FileNotFoundError: no file at `path`.
+    HierarchyError: the file is not JSON of {"name", "nodes": [...]}, or its hierarchy is invalid (the message
+      names the file and the node).
+  """
+  if not isinstance(path, str) or not path:
+    raise HierarchyError(f"Hierarchy file {path!r} is not a path.")
   if not os.path.exists(path):
     raise FileNotFoundError(f"Hierarchy file {path!r} does not exist.")
-  with open(path) as f:
+  if not os.path.isfile(path):
+    raise HierarchyError(f"Hierarchy file {path!r} is not a file.")
+  with open(path, "rb") as f:
     try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise HierarchyError(f"Hierarchy file {path!r} is not valid JSON: {e}") from e
+      data = json.loads(f.read().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise HierarchyError(f"Hierarchy file {path!r} is not valid JSON: {e}") from None
   if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
     raise HierarchyError(f"Hierarchy file {path!r} must hold {{'name': ..., 'nodes': [...]}}.")
-  return Hierarchy(data["nodes"], name=data.get("name", os.path.basename(path)))
+  try:
+    return Hierarchy(data["nodes"], name=data.get("name", os.path.basename(path)))
+  except HierarchyError as e:
+    raise HierarchyError(f"Hierarchy file {path!r}: {e}") from None

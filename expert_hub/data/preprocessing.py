@@ -1,7 +1,7 @@
 """Image preprocessing shared by training, selection and fine-tuning.
 
-All models take float32 images in [0, 1]. Inputs may be uint8 or float, 1 or 3 channels; anything else is
-rejected with the shape that was received.
+All models take float32 images in [0, 1]. Inputs may be uint8 or float, 1 or 3 channels; anything else (another
+shape, uint16 or other integer pixels) is rejected with what was received.
 """
 
 import tensorflow as tf
@@ -18,8 +18,11 @@ def to_float_image(image, name="image"):
     raise ValueError(f"{name} has {channels} channels (shape {image.shape}); expected 1 (grey) or 3 (RGB).")
   if image.dtype == tf.uint8:
     image = tf.cast(image, tf.float32) / 255.0
-  else:
+  elif image.dtype.is_floating:
     image = tf.cast(image, tf.float32)
+  else:  # uint16, int32, bool, ...: no scale to [0, 1] is right for all of them, so none is guessed
+    raise ValueError(f"{name} has dtype {image.dtype.name}; expected uint8 in [0, 255] or float in [0, 1] "
+                     "(scale other images to one of them first).")
   if channels == 1:
     image = tf.tile(image, [1, 1, 3])
   return image
@@ -39,30 +42,62 @@ def resize(image, size):
   return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
 
 
-def train_augment(image, resize_to, crop_to, flip=True):
-  """BiT's training augmentation: resize, random crop, random horizontal flip."""
+def example_seed(seed, index):
+  """The [2] seed of stateless random ops for the `index`-th example of a stream seeded with `seed`."""
+  return tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+
+
+def train_augment(image, resize_to, crop_to, seed, flip=True):
+  """BiT's training augmentation: resize, random crop, random horizontal flip.
+
+  `seed` (a [2] integer tensor, see example_seed) makes the crop and the flip stateless functions of it: the
+  same stream position is augmented alike in every run and after a resume from a checkpoint. `flip=False` for
+  tasks whose label a mirror image would change (a left/right position).
+  """
   image = resize(image, resize_to)
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   if crop_to != resize_to:
-    image = tf.image.random_crop(image, [crop_to, crop_to, 3])
+    image = tf.image.stateless_random_crop(image, [crop_to, crop_to, 3], seed=crop_seed)
   if flip:
-    image = tf.image.random_flip_left_right(image)
+    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
   return image
 
 
-def make_train_dataset(ds, batch_size, resize_to, crop_to, augment=True, shuffle_buffer=10_000, seed=0,
-                       label_fn=None):
-  """(image, label) pairs -> shuffled, repeated, batched, augmented training batches."""
-  label_fn = label_fn or (lambda y: y)
+AUGMENTATIONS = ("flip", "crop")  # what a task may allow (Task.augmentations)
 
-  def prep(image, label):
+
+def check_augmentations(augmentations, where="augmentations"):
+  """Returns `augmentations` as a tuple; ValueError naming any that is not one of AUGMENTATIONS."""
+  if isinstance(augmentations, str):
+    raise ValueError(f"{where}={augmentations!r}; expected a tuple of names from {AUGMENTATIONS}, e.g. ('crop',).")
+  bad = [a for a in augmentations if a not in AUGMENTATIONS]
+  if bad:
+    raise ValueError(f"{where}={tuple(augmentations)!r}: unknown {bad}; expected names from {AUGMENTATIONS}.")
+  return tuple(augmentations)
+
+
+def make_train_dataset(ds, batch_size, resize_to, crop_to, augmentations=AUGMENTATIONS, shuffle_buffer=10_000,
+                       seed=0, label_fn=None):
+  """(image, label) pairs -> shuffled, repeated, batched, augmented training batches.
+
+  `augmentations` are the label-preserving ones the task allows (Task.augmentations): "crop" (resize to
+  `resize_to`, then a random `crop_to` crop; without it, a plain resize to `crop_to`) and "flip" (a random
+  horizontal flip). Deterministic for a given `seed`: the shuffle order and every example's augmentation
+  (stateless, keyed by its position in the stream) are functions of it, so `.skip(n)` of the result continues
+  an identical stream.
+  """
+  augmentations = check_augmentations(augmentations)
+  label_fn = label_fn or (lambda y: y)
+  crop = "crop" in augmentations
+
+  def prep(index, example):
+    image, label = example
     image = to_float_image(image)
-    if augment:
-      image = train_augment(image, resize_to, crop_to)
-    else:
-      image = resize(image, crop_to)
+    image = train_augment(image, resize_to if crop else crop_to, crop_to, example_seed(seed, index),
+                          flip="flip" in augmentations)
     return image, label_fn(label)
 
-  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
   ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 

@@ -2,8 +2,9 @@
 
 Layout: `<export_dir>/<upstream>/<expert>/<version>/` holding `saved_model.pb`, `variables/`,
 `expert.json` (name, kind, node, labels, feature_dim, image_size, num_params, num_trainable_params, model
-architecture and a sha256 of every file but itself and the card) and `README.md`, the model card generated from
-expert.json (model_card.py). The module:
+architecture and a sha256 of every other file, the card included) and `README.md`, the model card generated from
+expert.json (model_card.py). A module appears under its name only whole and on disk (fsynced, then renamed); a
+killed export leaves a `.<version>.tmp-<host>-<pid>-*` folder that the next export beside it removes. The module:
 
     module = hub.load(path)            # or tf.saved_model.load
     features = module(images, training=False)     # images float32 [B, H, W, 3] in [0, 1], any H, W
@@ -19,10 +20,14 @@ double the files; stack.md 4.2), with `__call__` traced for both values of `trai
 hub.KerasLayer passes the flag through.
 """
 
+import logging
 import os
 import re
 import shutil
+import stat
+import socket
 import tempfile
+import time
 
 import keras
 import tensorflow as tf
@@ -35,8 +40,9 @@ from expert_hub.models import stacking
 from expert_hub.models import weights as weights_lib
 
 METADATA_FILE = "expert.json"
-KINDS = ("generalist", "full", "adapter", "dat")  # plus "pack" for export_pack; "dat": transfer/dat.py
+KINDS = ("generalist", "control", "full", "adapter", "dat")  # plus "pack" (export_pack); "dat": transfer/dat.py
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+log = logging.getLogger(__name__)
 
 
 def check_name(value, what):
@@ -118,19 +124,84 @@ def _raw(variables):
 
 
 def _file_hashes(root):
+  """{relative POSIX path: sha256} of every file under `root` except the top-level expert.json (which holds
+  the list): the SavedModel, its variables and assets, and the model card."""
   hashes = {}
   for folder, _, files in os.walk(root):
     for f in sorted(files):
       path = os.path.join(folder, f)
-      rel = os.path.relpath(path, root)
-      if rel not in (METADATA_FILE, model_card.MODEL_CARD_FILE):  # both describe the files; the card is derived
+      rel = os.path.relpath(path, root).replace(os.sep, "/")
+      if rel != METADATA_FILE:
         hashes[rel] = io_utils.sha256_file(path)
   return dict(sorted(hashes.items()))
 
 
+# A half-written export is `.<version>.tmp-<host>-<pid>-<random>` beside its final folder; the host and pid say
+# whether the process that wrote it can still be running (see remove_stale_exports).
+_TMP_MARK = ".tmp-"
+_TMP_RE = re.compile(r"^\.\d+\.tmp-(?:(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-)?[A-Za-z0-9_]+$")
+STALE_EXPORT_SECONDS = 3600  # a half-written export this old is stale whoever wrote it
+
+
+def _host():
+  return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
+
+
+def _pid_alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, OverflowError, OSError):
+    return True  # another user's process, or a pid we cannot ask about: assume alive
+  return True
+
+
+def _newest_mtime(root):
+  newest = os.lstat(root).st_mtime
+  for folder, dirs, files in os.walk(root):
+    for name in dirs + files:
+      try:
+        newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+      except OSError:
+        pass
+  return newest
+
+
+def remove_stale_exports(parent, now=None):
+  """Removes half-written exports (`.<version>.tmp-*` folders) that an export killed mid-way left in `parent`.
+
+  One is stale when the process that wrote it is gone (same host, pid not running) or when nothing in it changed
+  for STALE_EXPORT_SECONDS (another host's, or one named before the pid was recorded); an export still running
+  elsewhere is left alone. Returns the removed paths.
+  """
+  now = time.time() if now is None else now
+  removed = []
+  for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+    tmp = os.path.join(parent, name)
+    m = _TMP_RE.match(name)
+    if m is None or os.path.islink(tmp) or not os.path.isdir(tmp):
+      continue
+    dead = m.group("pid") is not None and m.group("host") == _host() and not _pid_alive(int(m.group("pid")))
+    try:
+      old = now - _newest_mtime(tmp) > STALE_EXPORT_SECONDS
+    except OSError:  # removed meanwhile
+      continue
+    if dead or old:
+      log.warning("Removing half-written export %s (%s).", tmp,
+                  f"its process {m.group('pid')} is gone" if dead else f"untouched for over {STALE_EXPORT_SECONDS} s")
+      shutil.rmtree(tmp, ignore_errors=True)
+      removed.append(tmp)
+  return removed
+
+
 def _write_module(path, save, info):
-  """Writes a module atomically: `save(tmp_dir)`, then expert.json with every file's sha256 and the model card
-  generated from it, then rename.
+  """Writes a module atomically and durably: `save(tmp_dir)`, the model card generated from `info`, then
+  expert.json with every other file's sha256 (the card included), an fsync of every file and folder, then the
+  rename that publishes it.
+
+  Half-written exports of an earlier, killed export beside `path` are removed first (remove_stale_exports). The
+  module's folders get a plain mkdir's permissions (0o777 less the umask), not the temp folder's private 0o700.
 
   Raises FileExistsError (nothing written) when `path` exists.
   """
@@ -138,13 +209,17 @@ def _write_module(path, save, info):
     raise FileExistsError(f"Export dir already holds {path!r}; choose a new version (nothing was written).")
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+  remove_stale_exports(parent)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}{_TMP_MARK}{_host()}-{os.getpid()}-", dir=parent)
   try:
+    os.chmod(tmp, io_utils.default_dir_mode())
     save(tmp)
+    model_card.write_model_card(tmp, info)  # before hashing: the card is a file of the module like any other
     info = dict(info, sha256=_file_hashes(tmp))
     io_utils.atomic_write_json(os.path.join(tmp, METADATA_FILE), info)
-    model_card.write_model_card(tmp, info)
+    io_utils.fsync_tree(tmp)  # every byte on disk before the rename makes the module visible
     os.rename(tmp, path)  # atomic; fails if a concurrent export created `path` meanwhile
+    io_utils.fsync_dir(parent)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -284,19 +359,83 @@ def export_pack(trunk, experts, export_dir, upstream, name, version, metadata, m
 
 
 def read_metadata(path):
-  return io_utils.read_json(os.path.join(path, METADATA_FILE),
-                            missing=f"{path!r} is not an expert_hub module ({METADATA_FILE} is missing).")
+  """The expert.json of the module folder `path`.
+
+  Raises:
+    FileNotFoundError: `path` has no expert.json.
+    ValueError: expert.json is not valid JSON (json.JSONDecodeError) or not a JSON object; names the file.
+  """
+  meta = os.path.join(path, METADATA_FILE)
+  info = io_utils.read_json(meta, missing=f"{path!r} is not an expert_hub module ({METADATA_FILE} is missing).")
+  if not isinstance(info, dict):
+    raise ValueError(f"{meta!r} holds a JSON {type(info).__name__}; expected an object (name, kind, sha256, ...).")
+  return info
+
+
+def _module_files(path):
+  """{relative POSIX path} of every entry under a module folder but the top-level expert.json.
+
+  Raises:
+    ValueError: a symlink or anything but a regular file or folder inside the module (a link could point a
+      trusted folder's file anywhere; a FIFO or device would hang the hash).
+  """
+  found = set()
+  for folder, dirs, files in os.walk(path, followlinks=False):
+    for name in dirs + files:
+      full = os.path.join(folder, name)
+      rel = os.path.relpath(full, path).replace(os.sep, "/")
+      mode = os.lstat(full).st_mode
+      if stat.S_ISLNK(mode):
+        raise ValueError(f"Module {path!r}: {rel!r} is a symbolic link; a module holds regular files only "
+                         "(a link would let a module in a trusted folder read or stand for files elsewhere).")
+      if name in files and not stat.S_ISREG(mode):
+        raise ValueError(f"Module {path!r}: {rel!r} is not a regular file (mode {stat.filemode(mode)}).")
+      if name in files and rel != METADATA_FILE:
+        found.add(rel)
+  return found
+
+
+def _check_manifest_path(path, rel):
+  """Raises ValueError unless `rel` is a plain relative path inside the module (no '/' root, no '..', no '.')."""
+  parts = rel.split("/") if isinstance(rel, str) else None
+  if (not parts or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts)
+      or os.path.isabs(rel)):
+    raise ValueError(f"Module {path!r}: its {METADATA_FILE} lists {rel!r}; expected relative paths inside the "
+                     "module (no leading '/', no '.' or '..' parts).")
 
 
 def verify_module(path):
-  """Checks every file against expert.json's sha256 list. Raises ValueError naming the bad file."""
+  """Checks the module's files against expert.json's sha256 manifest; returns expert.json.
+
+  The manifest must list every file of the module but expert.json itself (saved_model.pb, variables/,
+  assets/, fingerprint.pb, the model card), by plain relative paths, and nothing else; every file must be a
+  regular file (no links). A manifest proves integrity against accidents (a truncated copy, an edited file, a
+  file added or lost), not authenticity: whoever can write the module can rewrite its manifest. Trust comes
+  from where a module is (the registry's export dirs) or from a trust record (published.py).
+
+  Raises:
+    ValueError: no or an empty manifest, a path that leaves the module, a file missing, unlisted, not regular,
+      or not matching its sha256: each named.
+  """
   info = read_metadata(path)
-  expected = info.get("sha256", {})
+  expected = info.get("sha256")
+  if not isinstance(expected, dict) or not expected:
+    raise ValueError(f"Module {path!r}: {METADATA_FILE} has no sha256 manifest (got {expected!r}); expected "
+                     "{relative path: sha256} for every file of the module. Export it again with expert_hub.")
+  for rel in expected:
+    _check_manifest_path(path, rel)
+  present = _module_files(path)
+  if "saved_model.pb" not in expected:
+    raise ValueError(f"Module {path!r}: its {METADATA_FILE} manifest does not list saved_model.pb.")
+  unlisted = sorted(present - set(expected))
+  if unlisted:
+    raise ValueError(f"Module {path!r} holds files its {METADATA_FILE} manifest does not list: {unlisted[:5]}"
+                     f"{' ...' if len(unlisted) > 5 else ''}; a module's files are all listed, so these were "
+                     "added after its export.")
   for rel, digest in expected.items():
-    f = os.path.join(path, rel)
-    if not os.path.exists(f):
+    if rel not in present:
       raise ValueError(f"Module {path!r} is missing file {rel!r} listed in {METADATA_FILE}.")
-    if io_utils.sha256_file(f) != digest:
+    if io_utils.sha256_file(os.path.join(path, *rel.split("/"))) != digest:
       raise ValueError(f"Module {path!r}: file {rel!r} does not match its sha256 in {METADATA_FILE} "
                        "(modified or truncated).")
   return info

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from expert_hub import provenance
 from expert_hub.hub import export
 from expert_hub.models import adapters as adapters_lib
 from expert_hub.models import builder
@@ -18,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def module_name(info):
-  """Readable expert names: the generalist, `<node>` for full experts, `<node>_adapter` for adapters."""
-  if info["kind"] == "generalist":
-    return "generalist"
+  """Readable module names: "generalist", "control" (the equal-compute control), `<node>` for full experts,
+  `<node>_adapter` for adapters."""
+  if info["kind"] in ("generalist", "control"):
+    return info["kind"]
   base = info["node"].replace("/", "_")
   return base if info["kind"] == "full" else f"{base}_adapter"
 
@@ -57,14 +59,21 @@ def export_model_dir(folder, export_dir, name, version=1, skip_existing=True):
   """Exports one trained model folder (model.json + weights.npz) as module `name`; returns its path."""
   info = upstream.read_model_info(folder)
   path = export.module_dir(export_dir, info["upstream"], name, version)
+  made_from = provenance.digest(provenance.read(folder))  # the trained model's own record (provenance.py)
   if os.path.exists(path) and skip_existing:
+    exported_from = export.read_metadata(path).get("made_from")
+    if exported_from != made_from:
+      raise provenance.ProvenanceError(
+          f"Module {path!r} was exported from another trained model (made_from {exported_from}) than "
+          f"{folder!r} (made_from {made_from}): this workdir's models were retrained or come from another "
+          "config. Nothing was kept or overwritten; export to another export_dir or version, or remove it.")
     log.info("Module %s already exported at %s; keeping it.", name, path)
     return path
   classifier = upstream.model_from_info(info, folder)
   metadata = {"kind": info["kind"], "node": info.get("node"), "labels": info["labels"],
               "label_names": info.get("label_names"),
               "image_size": info["image_size"], "model": info["model"], "adapter": info.get("adapter"),
-              "num_images": info.get("num_images"), "train": info.get("train")}
+              "num_images": info.get("num_images"), "train": info.get("train"), "made_from": made_from}
   path = export.export_module(resnet_v2.get_backbone(classifier), export_dir, info["upstream"], name, version,
                               metadata, head=classifier.get_layer("head"))
   log.info("Exported %s -> %s", name, path)

@@ -5,11 +5,19 @@ hub.KerasLayer is tf-keras only; this is its Keras 3 counterpart. The layer wrap
 module's `__call__` and adds its `regularization_losses`.
 """
 
+import contextlib
+import contextvars
+
 import keras
 import tensorflow as tf
 
+from expert_hub.hub import registry as registry_lib
 from expert_hub.hub import session as session_lib
 from expert_hub.models import adapters as adapters_lib
+
+
+# What the caller of a `.keras` load allows (ExpertLayer.loading): (handles allowed unsafe ops, trusted dirs).
+_LOADING = contextvars.ContextVar("expert_layer_loading", default=(frozenset(), ()))
 
 
 @keras.saving.register_keras_serializable(package="expert_hub")
@@ -66,7 +74,34 @@ class ExpertLayer(keras.layers.Layer):
     return (input_shape[0], self._feature_dim)
 
   def get_config(self):
+    """The layer's config for a `.keras` file: handle, export dirs, trainability, never `allow_unsafe_ops`."""
     config = super().get_config()
     config.update({"handle": self.handle, "export_dirs": self.export_dirs,
-                   "allow_unsafe_ops": self.allow_unsafe_ops, "train_adapters_only": self.train_adapters_only})
+                   "train_adapters_only": self.train_adapters_only})
     return config
+
+  @classmethod
+  def from_config(cls, config):
+    """A layer from a saved config (keras.saving.load_model). A file cannot vouch for the module it names: a
+    recorded `allow_unsafe_ops` is ignored, and the export dirs it records are searched for the name but not
+    trusted (only $EXPERT_HUB_EXPORT_DIRS and dirs the caller names are). A caller who trusts a module says so
+    again around the load: `with ExpertLayer.loading(allow_unsafe_ops_for=[handle], trusted_dirs=[...]):`."""
+    config = dict(config)
+    config.pop("allow_unsafe_ops", None)
+    allowed, trusted = _LOADING.get()
+    export_dirs = config.pop("export_dirs", None)
+    session = session_lib.ModuleSession(registry_lib.Registry(export_dirs),
+                                        trusted_dirs=list(trusted) + registry_lib.default_export_dirs())
+    return cls(allow_unsafe_ops=config.get("handle") in allowed, export_dirs=export_dirs, session=session,
+               **config)
+
+  @staticmethod
+  @contextlib.contextmanager
+  def loading(allow_unsafe_ops_for=(), trusted_dirs=()):
+    """While loading a saved model, allows the named handles' unsafe ops and trusts `trusted_dirs`' modules
+    (both are the caller's decision, never the file's)."""
+    token = _LOADING.set((frozenset(allow_unsafe_ops_for), tuple(trusted_dirs)))
+    try:
+      yield
+    finally:
+      _LOADING.reset(token)

@@ -59,32 +59,73 @@ def read_saved_model_proto(path):
   return sm
 
 
+def _reachable(roots, functions):
+  """Names of the library functions reachable from `roots` through function-valued attributes (calls,
+  If/While branches and bodies, gradients): everything that runs when a root runs."""
+  seen, stack = set(), [r for r in roots if r in functions]
+  while stack:
+    name = stack.pop()
+    if name in seen:
+      continue
+    seen.add(name)
+    stack.extend(n for n in _called(functions[name].node_def) if n in functions and n not in seen)
+  return seen
+
+
+def _loader_functions(mg):
+  """(callable roots, restore roots) of a meta graph's object graph.
+
+  Callable: every concrete function of the object graph (what `module.f(...)`, signatures and Keras layers
+  call). Restore: the save/restore functions of saveable objects, which tf.saved_model.load itself runs to
+  restore them. The saver_def's graph nodes are run only by TF1 loaders; their functions get no exemption a
+  caller could reach (a crafted saver_def naming `__call__` exempts nothing).
+  """
+  og = mg.object_graph_def
+  callable_roots = set(og.concrete_functions)
+  restore_roots = set()
+  for node in og.nodes:
+    if node.WhichOneof("kind") == "function":
+      callable_roots.update(node.function.concrete_functions)
+    elif node.WhichOneof("kind") == "bare_concrete_function":
+      callable_roots.add(node.bare_concrete_function.concrete_function_name)
+    for saveable in node.saveable_objects.values():
+      for ref in (saveable.save_function, saveable.restore_function):
+        target = og.nodes[ref] if 0 < ref < len(og.nodes) else None
+        if target is not None and target.WhichOneof("kind") == "bare_concrete_function":
+          restore_roots.add(target.bare_concrete_function.concrete_function_name)
+  return callable_roots, restore_roots
+
+
 def disallowed_ops(path):
-  """{op: [function names]} for ops outside ALLOWED_OPS in a SavedModel's callable graph."""
+  """{op: [function names]} for ops outside the allowlist anywhere a caller or the loader can make them run.
+
+  Every library function is scanned. Functions a caller can reach (from the object graph's concrete functions)
+  and the top-level graph allow ALLOWED_OPS only; the checkpoint functions that only the loader or a TF1 saver
+  runs (reachable from saveable objects' save/restore functions or the saver_def's nodes, and from no callable
+  function) allow SAVER_OPS as well, and nothing else.
+  """
   sm = read_saved_model_proto(path)
   bad = {}
   for mg in sm.meta_graphs:
     functions = {f.signature.name: f for f in mg.graph_def.library.function}
+    callable_roots, restore_roots = _loader_functions(mg)
     saver_nodes = {mg.saver_def.save_tensor_name.split(":")[0], mg.saver_def.restore_op_name.split(":")[0]}
-    saver_funcs, stack = set(), list(_called(n for n in mg.graph_def.node if n.name in saver_nodes))
-    while stack:
-      name = stack.pop()
-      if name in saver_funcs or name not in functions:
-        continue
-      saver_funcs.add(name)
-      stack.extend(_called(functions[name].node_def))
-    scopes = [("<graph>", [n for n in mg.graph_def.node if n.name not in saver_nodes])]
-    scopes += [(name, f.node_def) for name, f in functions.items() if name not in saver_funcs]
-    for scope, nodes in scopes:
+    callable_funcs = _reachable(callable_roots, functions)
+    saver_roots = set(_called(n for n in mg.graph_def.node if n.name in saver_nodes)) | restore_roots
+    checkpoint_funcs = _reachable(saver_roots, functions) - callable_funcs
+    scopes = [("<graph>", mg.graph_def.node, lambda node: node.name in saver_nodes)]
+    scopes += [(name, f.node_def, (lambda node: True) if name in checkpoint_funcs else (lambda node: False))
+               for name, f in functions.items()]
+    for scope, nodes, may_save in scopes:
       for node in nodes:
-        if node.op not in ALLOWED_OPS:
-          bad.setdefault(node.op, []).append(scope)
+        if node.op in ALLOWED_OPS or (node.op in SAVER_OPS and may_save(node)):
+          continue
+        bad.setdefault(node.op, []).append(scope)
   return bad
 
 
 def _inside(path, dirs):
-  real = os.path.realpath(path)
-  return any(real.startswith(os.path.realpath(d) + os.sep) for d in dirs)
+  return registry_lib.trusted_location(path, dirs)  # every file's real path, not just the folder's
 
 
 # tf.saved_model.load calls of this process, per local module path. TensorFlow keeps every load's functions
@@ -125,14 +166,18 @@ def verify_manifest(path):
 
 
 def check_ops(path, trusted_dirs, allow_unsafe_ops=False):
-  """Raises UnsafeModuleError for a module outside `trusted_dirs` whose graph has ops outside ALLOWED_OPS."""
-  if allow_unsafe_ops or _inside(path, trusted_dirs):
+  """Raises UnsafeModuleError for a module whose graph has ops outside the allowlist (disallowed_ops), unless
+  it is trusted: one of ours (an expert.json, verified by verify_manifest) whose files all really are inside
+  `trusted_dirs`, or `allow_unsafe_ops`."""
+  ours = os.path.exists(os.path.join(path, export.METADATA_FILE))
+  if allow_unsafe_ops or (ours and _inside(path, trusted_dirs)):
     return
   bad = disallowed_ops(path)
   if bad:
     listing = ", ".join(f"{op} (in {sorted(set(scopes))[:2]})" for op, scopes in sorted(bad.items()))
     raise UnsafeModuleError(f"Module {path!r} uses ops outside expert_hub's allowlist: {listing}. Load it only "
-                            "if you trust its author, with allow_unsafe_ops=True (--allow_unsafe_ops).")
+                            "if you trust its author, from Python with allow_unsafe_ops=True (ModuleSession, "
+                            "load_module, ExpertLayer); no command-line flag skips this check.")
 
 
 def load_saved_model(path):

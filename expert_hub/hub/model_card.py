@@ -6,8 +6,8 @@ expert.json records them), the input contract, and how to load it four ways (hub
 tf-keras, keras.layers.TFSMLayer, expert_hub.ExpertLayer). A pack's card lists its experts.
 
 expert.json stays the machine-readable source: the card holds nothing that is not in it, so
-`write_model_card(path)` regenerates it at any time. It is not in the sha256 manifest (like expert.json itself):
-it is documentation derived from expert.json, and regenerating it must not invalidate the module.
+`write_model_card(path)` regenerates it, byte for byte. It is written before the sha256 manifest is taken and
+is in it, like every file of the module but expert.json: an edited card is reported as a modified file.
 """
 
 import os
@@ -22,6 +22,8 @@ _KINDS = {
     "full": "a full expert: the whole generalist network fine-tuned on the images of one hierarchy node",
     "adapter": "an adapter expert: the generalist's trunk, frozen, plus residual adapters trained on the images of "
                "one hierarchy node",
+    "control": "the equal-compute control: the generalist trained on, on every upstream label, for as many steps "
+               "and with the same recipe as a full expert (a baseline that tells specialisation from extra compute)",
     "dat": "a DAT-style transfer model: the generalist continued on upstream data re-sampled towards one task",
     "pack": "a pack: the generalist trunk stored once plus several adapter experts as named sub-modules",
 }
@@ -166,8 +168,8 @@ def render(info):
             _loading(handle, folder, packed=(sorted(info.get("experts") or {}) or [None])[0] if kind == "pack"
                      else None, endpoints=info.get("endpoints") or (), adapter=kind in ("adapter", "pack")),
             "", "## Integrity", "",
-            f"`expert.json` lists the sha256 of every file but itself and this card; expert_hub checks them on every "
-            "load and names any file that differs.", ""]
+            f"`expert.json` lists the sha256 of every file of this module but itself (this card included); "
+            "expert_hub checks them on every load and names any file that differs.", ""]
   return "\n".join(parts)
 
 

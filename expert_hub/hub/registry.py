@@ -9,19 +9,39 @@ After the export dirs, the shipped catalogue of published modules (catalogue.py)
 "bit-in21k/bird" resolves to that expert's tfhub.dev handle (loading fetches it through kagglehub first, see
 published.py), and "bit-in21k" in an experts list stands for the whole collection (expand_handles). A module of
 the export dirs with the same name ("bit-in21k/bird" as upstream/expert) wins.
+
+A module's name is where it is: `<export_dir>/<upstream>/<name>/<version>/`. Its expert.json must agree (its
+"upstream", "name" and "version", when present, equal the folder's); one that claims another name is skipped
+with a warning naming its expert.json, as is one whose expert.json is unreadable or not valid JSON, so one bad
+folder neither hijacks another module's name nor breaks every lookup ("shapes" then means the newest valid
+version). Two folders of the same upstream/name/version (in two export dirs) are refused when the registry is
+built: DuplicateExpertError names both paths. The same folder reached through two listed dirs counts once.
+
+Trust for ops (loading.check_ops) follows where a module's files really are (trusted_location): a module inside
+an export dir whose version folder, or any file or folder in it, links to somewhere outside every export dir is
+checked like a foreign module.
 """
 
 import dataclasses
 import difflib
 import glob
+import logging
 import os
+import re
 from typing import Dict, List
 
-from expert_hub import io_utils
 from expert_hub.hub import catalogue as catalogue_lib
 from expert_hub.hub import export
 
 URL_PREFIXES = ("http://", "https://", "gs://", "hf://", "kaggle://")
+_VERSION_RE = re.compile(r"^[0-9]+$")
+log = logging.getLogger(__name__)
+# Kinds of modules that are baselines, never experts to select: the generalist and the equal-compute control.
+BASELINE_KINDS = ("generalist", "control")
+
+
+class DuplicateExpertError(ValueError):
+  """Two module folders of the same upstream/name/version."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,22 +62,91 @@ def default_export_dirs():
   return [d for d in env.split(os.pathsep) if d]
 
 
+def _layout_mismatch(info, upstream, name, version):
+  """Why expert.json `info` disagrees with the folder <upstream>/<name>/<version> it is in, or None."""
+  for key, where in (("upstream", upstream), ("name", name), ("version", version)):
+    if key in info and info[key] != where:
+      return f"its {key} is {info[key]!r} but its folder says {where!r}"
+  return None
+
+
+def _inside(path, roots):
+  real = os.path.realpath(path)
+  return any(real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def trusted_location(path, trusted_dirs):
+  """Whether module folder `path` really lies inside one of `trusted_dirs`: the real path (links resolved) of the
+  folder and of every file and folder under it, links followed, is inside one of them.
+
+  A link inside an export dir (`saved_model.pb -> /elsewhere/...`, or a version folder linked to another place)
+  brings in files the export dir's owner did not write there, so it does not inherit the export dir's trust.
+  """
+  roots = [os.path.realpath(d) for d in trusted_dirs]
+  if not _inside(path, roots):
+    return False
+  seen = set()
+  for folder, dirs, files in os.walk(path, followlinks=True):
+    real = os.path.realpath(folder)
+    if real in seen:  # a link back to a folder already walked: nothing new below it
+      dirs[:] = []
+      continue
+    seen.add(real)
+    for name in dirs + files:
+      if not _inside(os.path.join(folder, name), roots):
+        return False
+  return True
+
+
 class Registry:
-  """Experts found under export dirs. Instances, not globals: build one per set of dirs."""
+  """Experts found under export dirs. Instances, not globals: build one per set of dirs.
+
+  `skipped` lists (expert.json path, reason) for every folder left out (see the module docstring).
+
+  Raises:
+    DuplicateExpertError: two folders hold the same upstream/name/version; names both.
+  """
 
   def __init__(self, export_dirs=None):
     self.export_dirs = list(export_dirs) if export_dirs else default_export_dirs()
     self._entries: List[ExpertEntry] = []
+    self.skipped = []
+    by_key, real_paths = {}, set()
     for root in self.export_dirs:
       for meta in sorted(glob.glob(os.path.join(root, "*", "*", "*", export.METADATA_FILE))):
         path = os.path.dirname(meta)
-        info = io_utils.read_json(meta)
         version_dir = os.path.basename(path)
-        if not version_dir.isdigit():
+        if not _VERSION_RE.match(version_dir):
           continue
-        self._entries.append(ExpertEntry(info.get("name", os.path.basename(os.path.dirname(path))),
-                                         info.get("upstream", os.path.basename(os.path.dirname(os.path.dirname(path)))),
-                                         int(version_dir), path, info))
+        if os.path.realpath(path) in real_paths:
+          continue
+        real_paths.add(os.path.realpath(path))
+        name = os.path.basename(os.path.dirname(path))
+        upstream = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        version, info, problem = int(version_dir), None, None
+        if str(version) != version_dir or version < 1:  # "01" would alias "1"
+          problem = f"its version folder {version_dir!r} is not a positive integer written as export writes it"
+        else:
+          try:
+            info = export.read_metadata(path)
+            problem = _layout_mismatch(info, upstream, name, version)
+          except (OSError, ValueError) as e:
+            problem = f"its {export.METADATA_FILE} cannot be used: {e}"
+        if problem:
+          log.warning("Skipping module folder %s: %s (%s).", path, problem, meta)
+          self.skipped.append((meta, problem))
+          continue
+        entry = ExpertEntry(name, upstream, version, path, info)
+        if entry.qualified_name in by_key:
+          raise DuplicateExpertError(
+              f"Two modules are named {entry.qualified_name!r}: {by_key[entry.qualified_name].path!r} and "
+              f"{path!r}; remove or rename one (a name must point at one module).")
+        by_key[entry.qualified_name] = entry
+        self._entries.append(entry)
+
+  def trusts(self, path):
+    """Whether module folder `path` is trusted for its ops: inside these export dirs (trusted_location)."""
+    return trusted_location(path, self.export_dirs)
 
   def entries(self):
     return list(self._entries)
@@ -66,12 +155,13 @@ class Registry:
     return sorted({e.name for e in self._entries})
 
   def expert_handles(self):
-    """Handles of every expert (not generalists): module paths, and "<pack>#<expert>" for packed ones."""
+    """Handles of every expert (not the generalist or the control): module paths, "<pack>#<expert>" for packed
+    ones."""
     handles = []
     for e in self._entries:
       if e.metadata.get("kind") == "pack":
         handles += [f"{e.path}#{name}" for name in sorted(e.metadata.get("experts", {}))]
-      elif e.metadata.get("kind") != "generalist":
+      elif e.metadata.get("kind") not in BASELINE_KINDS:
         handles.append(e.path)
     return handles
 

@@ -42,11 +42,14 @@ class ModuleSession:
       one from $EXPERT_HUB_EXPORT_DIRS.
     allow_unsafe_ops: the default for `module(...)`: load modules from elsewhere even if their graph has ops
       outside the allowlist.
+    trusted_dirs: folders whose modules skip the op allowlist (default: the registry's export dirs); a
+      `.keras` file's layers look names up in the export dirs it records but trust only the caller's.
   """
 
-  def __init__(self, registry=None, allow_unsafe_ops=False):
+  def __init__(self, registry=None, allow_unsafe_ops=False, trusted_dirs=None):
     self.registry = registry if registry is not None else registry_lib.Registry()
     self.allow_unsafe_ops = allow_unsafe_ops
+    self.trusted_dirs = list(self.registry.export_dirs if trusted_dirs is None else trusted_dirs)
     self._resolved = {}  # handle -> resolved handle
     self._local = {}  # resolved handle -> (local path, packed expert or None)
     self._verified = set()  # local paths whose manifest was checked
@@ -100,7 +103,7 @@ class ModuleSession:
       loading.verify_manifest(path)
       self._verified.add(path)
     if path not in self._ops_checked:
-      loading.check_ops(path, self.export_dirs, allow_unsafe_ops)
+      loading.check_ops(path, self.trusted_dirs, allow_unsafe_ops)
       if not allow_unsafe_ops:  # an allowed-anyway module is checked again for the next caller that does not
         self._ops_checked.add(path)
 

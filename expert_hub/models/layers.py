@@ -100,7 +100,8 @@ def group_normalize(inputs, groups, epsilon, gamma, beta):
   x = tf.convert_to_tensor(inputs)
   dtype = x.dtype
   channels = x.shape[-1]
-  # Static sizes where known, so that shapes (and FLOP counts, cost.py) stay known after the reshapes.
+  # Static sizes where known, so that shapes (and FLOP counts, experiments/transfer_cost.py) stay known after
+  # the reshapes.
   shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]
   x3 = tf.cast(tf.reshape(x, [shape[0], -1, channels]), tf.float32)  # (N, positions, C)
   per_group = channels // groups

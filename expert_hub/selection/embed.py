@@ -8,22 +8,41 @@ import numpy as np
 import tensorflow as tf
 
 from expert_hub.data import preprocessing
+from expert_hub.tasks import fingerprint
 
 # embed_pack's default cap on stacked activations: as many pixels as one expert's embed() of 256 images at 224 px
 # (what selection at 224 px already holds), i.e. 256 stacked rows at 224 px, 12,544 at 32 px.
 DEFAULT_STACKED_PIXELS = 256 * 224 * 224
+# How load_split turns a task's images into a module's inputs (besides the size): part of every embedding
+# cache key and selection identity. Change it whenever preprocessing.to_float_image or .resize computes
+# something else, so that no cached features of the old preprocessing are reused.
+PREPROCESSING = "to_float_image(uint8/255, float as is, grey tiled to RGB); resize(bilinear, antialias)"
+
+
+def load_split(task, split, image_size):
+  """(float32 images [N, S, S, 3] in [0, 1], labels [N], fingerprint record) of a task split, resized to
+  image_size (PREPROCESSING) in one pass that also fingerprints the decoded images and labels (tasks/
+  fingerprint.py; remembered for this task object)."""
+  ds = task.load(split)
+  fp = fingerprint.Fingerprinter(ds.element_spec[0].dtype)
+  ds = ds.map(lambda x, y: (preprocessing.resize(preprocessing.to_float_image(x), image_size), y,
+                            *fingerprint.fingerprint_fn(x)))
+  images, labels = [], []
+  for x, y, hashes, shapes in ds.batch(512).as_numpy_iterator():
+    images.append(x)
+    labels.append(y)
+    fp.update(hashes, shapes, y)
+  if not images:
+    raise ValueError(f"Task {task.name!r} split {split!r} has no examples.")
+  record = fp.record()
+  fingerprint.remember(task, split, record)
+  return np.concatenate(images), np.concatenate(labels).astype(np.int64), record
 
 
 def prepare_images(task, split, image_size):
   """(float32 images [N, S, S, 3] in [0, 1], labels [N]) of a task split, resized to image_size."""
-  ds = task.load(split).map(lambda x, y: (preprocessing.resize(preprocessing.to_float_image(x), image_size), y))
-  images, labels = [], []
-  for x, y in ds.batch(512).as_numpy_iterator():
-    images.append(x)
-    labels.append(y)
-  if not images:
-    raise ValueError(f"Task {task.name!r} split {split!r} has no examples.")
-  return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+  images, labels, _ = load_split(task, split, image_size)
+  return images, labels
 
 
 def embed(module, images, batch_size=256):

@@ -28,6 +28,26 @@ def scann_available():
     return False
 
 
+def non_finite_summary(x):
+  """None if every value of array `x` is finite, else e.g. "2 NaN and 1 Inf value(s), the first at [3, 0]"."""
+  x = np.asarray(x)
+  if not np.issubdtype(x.dtype, np.inexact) or np.isfinite(np.sum(x, dtype=np.float64)):
+    return None  # the sum is finite only if every term is: one pass, no N x D temporary
+  bad = ~np.isfinite(x)
+  if not bad.any():
+    return None
+  nan = int(np.isnan(x).sum())
+  first = [int(i) for i in np.argwhere(bad)[0]]
+  return f"{nan} NaN and {int(bad.sum()) - nan} Inf value(s), the first at {first}"
+
+
+def check_finite(x, what="features"):
+  """Raises ValueError naming the non-finite values of `x` (see non_finite_summary)."""
+  summary = non_finite_summary(x)
+  if summary:
+    raise ValueError(f"{what} hold {summary}; expected finite numbers (a diverged or broken expert?).")
+
+
 def l2_normalize(x):
   x = np.asarray(x, np.float32)
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -59,6 +79,7 @@ class NeighbourIndex:
     (binaries/benchmark_knn.py).
     """
     self.x, self.k, self.backend = np.asarray(x, np.float32), int(k), resolve_backend(backend, len(x))
+    check_finite(self.x, "indexed rows")
     n = self.x.shape[0]
     if not 1 <= self.k < n:
       raise ValueError(f"k={k}; expected 1 <= k < num_examples ({n}).")
@@ -146,5 +167,6 @@ def leave_one_out_accuracy(features, labels, k=1, backend="auto"):
     raise ValueError(f"labels have shape {labels.shape}; expected ({features.shape[0]},) to match features.")
   if not 1 <= k < features.shape[0]:
     raise ValueError(f"k={k}; expected 1 <= k < num_examples ({features.shape[0]}).")
+  check_finite(features)  # NaN rows would still find "neighbours" and give a finite, meaningless accuracy
   index = NeighbourIndex(l2_normalize(features), k, resolve_backend(backend, features.shape[0]))
   return float(np.mean(vote(labels[index.neighbours()]) == labels)), index.backend

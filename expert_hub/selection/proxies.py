@@ -4,7 +4,9 @@ Every proxy has one interface: `Proxy.score(ProxyInputs) -> (score, extras)`. Pr
 features of the task's images and the task labels, plus what some proxies need besides: the expert's upstream
 `logits` (NCE, LEEP), the upstream label ids it covers and the generalist's upstream logits (Domain Prediction).
 A proxy whose input is absent raises MissingInputError naming the expert and the missing input; the selector
-records it as a skip (or re-raises it when asked to be strict).
+records it as a skip (or re-raises it when asked to be strict). An input holding NaN or Inf (features, logits)
+raises NonFiniteInputError naming the proxy, the expert and the values, from every proxy: a broken expert's
+features would otherwise still get a finite kNN score.
 
 | name              | paper                                    | needs                                  |
 |-------------------|------------------------------------------|----------------------------------------|
@@ -36,6 +38,21 @@ from expert_hub.selection import knn as knn_lib
 
 class MissingInputError(ValueError):
   """A proxy cannot score an expert because an input it needs (e.g. a `logits` endpoint) is absent."""
+
+
+class NonFiniteInputError(ValueError):
+  """An array a proxy scores (features, logits) holds NaN or Inf values."""
+
+
+# The ProxyInputs fields that are float arrays, checked for NaN / Inf before any proxy reads them.
+_ARRAY_INPUTS = ("features", "logits", "generalist_logits")
+
+
+def _check_finite(x, what, prefix=""):
+  summary = knn_lib.non_finite_summary(x)
+  if summary:
+    raise NonFiniteInputError(f"{prefix}{what} hold {summary}; expected finite numbers (a diverged or broken "
+                              "expert?).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +93,7 @@ def _as_features_and_labels(features, labels):
     raise ValueError(f"labels have shape {labels.shape}; expected ({features.shape[0]},) to match features.")
   if features.shape[0] < 2:
     raise ValueError(f"{features.shape[0]} example(s); a proxy needs at least 2.")
+  _check_finite(features, "features")
   return features, labels
 
 
@@ -83,6 +101,7 @@ def _softmax(logits):
   logits = np.asarray(logits)
   if not np.issubdtype(logits.dtype, np.floating):
     logits = logits.astype(np.float64)
+  _check_finite(logits, "logits")
   z = np.exp(logits - logits.max(axis=1, keepdims=True))
   return z / z.sum(axis=1, keepdims=True)
 
@@ -101,6 +120,7 @@ def knn_accuracy(features, labels, k=1, metric="cosine", backend="auto"):
   if metric not in KNN_METRICS:
     raise ValueError(f"kNN metric {metric!r}; expected one of {KNN_METRICS}.")
   if metric == "cosine":
+    _check_finite(np.asarray(features), "features")
     return knn_lib.leave_one_out_accuracy(features, labels, k, backend)
   features, labels = _as_features_and_labels(features, labels)
   if not 1 <= k < features.shape[0]:
@@ -113,78 +133,44 @@ def knn_accuracy(features, labels, k=1, metric="cosine", backend="auto"):
 
 
 # ---------------------------------------------------------------------------------------------- linear probe
-def fit_logistic_regression(x, y, num_classes, l2=1e-2, max_iter=100, tol=1e-6):
-  """Multinomial logistic regression: argmin_{W,b} mean_i -log softmax(x_i W + b)_{y_i} + l2/2 ||W||^2.
-
-  Nesterov-accelerated gradient descent with step 1/L, L = ||[x 1]||_2^2 / (2n) + l2 (Bohning's bound on the
-  softmax Hessian); stops when the largest gradient entry is below tol, or after max_iter steps (early stopping,
-  itself a regulariser when l2 is small). Computes in x's float dtype. Returns (W [D, C], b [C]).
-  """
-  n, d = x.shape
-  dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-  xa = np.concatenate([x, np.ones([n, 1], dtype)], axis=1).astype(dtype)
-  targets = np.eye(num_classes, dtype=dtype)[y]
-  reg = np.full([d + 1, 1], float(l2), dtype)
-  reg[-1] = 0.0  # the bias is not regularised
-  v = np.random.default_rng(0).standard_normal(d + 1)
-  for _ in range(100):  # power iteration for ||xa||_2^2; the 1.2 margin covers its underestimate
-    v = xa.T @ (xa @ v)
-    v /= np.linalg.norm(v)
-  lipschitz = 1.2 * np.linalg.norm(xa @ v) ** 2 / (2 * n) + l2
-  w = np.zeros([d + 1, num_classes], dtype)
-  look, t = w, 1.0
-  for _ in range(max_iter):
-    grad = xa.T @ (_softmax(xa @ look) - targets) / n + reg * look
-    if np.abs(grad).max() < tol:
-      w = look
-      break
-    w_next = look - grad / lipschitz
-    t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
-    look = w_next + (t - 1.0) / t_next * (w_next - w)
-    w, t = w_next, t_next
-  return w[:-1], w[-1]
-
-
-def stratified_folds(labels, num_folds, seed=0):
-  """Fold id per example: a seeded shuffle within each class, dealt round-robin, so classes spread evenly."""
-  order = np.random.default_rng(seed).permutation(len(labels))
-  order = order[np.argsort(np.asarray(labels)[order], kind="stable")]
-  folds = np.empty(len(labels), np.int64)
-  folds[order] = np.arange(len(labels)) % num_folds
-  return folds
-
-
 def linear_probe_accuracy(features, labels, num_folds=5, l2=1e-2, max_iter=100, seed=0):
   """Cross-validated accuracy of a logistic-regression probe on frozen features (the linear-evaluation protocol).
 
-  For each of `num_folds` stratified folds of the task's training split: standardise the features with the other
-  folds' mean and std, fit fit_logistic_regression on them, and classify the held-out fold. `l2` may be a
-  sequence: each value is cross-validated on the same folds and the best mean accuracy is returned (as
-  LogisticRegressionCV does; slightly optimistic, as any model selection on the folds it is scored on).
-  float32 features are fitted in float32 (twice as fast; the probe's accuracy does not need more).
+  scikit-learn's StratifiedKFold (shuffled with `seed`) splits the task's training split; per fold the features
+  are standardised with the training folds' statistics (StandardScaler) and a multinomial LogisticRegression
+  minimising mean cross-entropy + l2/2 ||W||^2 (C = 1 / (l2 n_train); l2 = 0: no penalty) classifies the held-out
+  fold. `l2` may be a sequence: each value is cross-validated on the same folds and the best mean accuracy is
+  returned (as LogisticRegressionCV does; slightly optimistic, as any model selection on the folds it is scored
+  on). A class with fewer examples than folds is absent from some training folds; those held-out examples count
+  as errors.
 
   Returns:
     (mean held-out accuracy, the l2 that reached it).
   """
-  dtype = np.float32 if np.asarray(features).dtype == np.float32 else np.float64
+  from sklearn import linear_model, model_selection, preprocessing as sk_preprocessing  # pylint: disable=g-import-not-at-top
   features, labels = _as_features_and_labels(features, labels)
-  features = features.astype(dtype)
   if not 2 <= num_folds <= features.shape[0]:
     raise ValueError(f"num_folds={num_folds}; expected 2 <= num_folds <= num_examples ({features.shape[0]}).")
+  counts = np.unique(labels, return_counts=True)[1]
+  if num_folds > counts.max():
+    raise ValueError(f"num_folds={num_folds}; expected at most the largest class's {counts.max()} examples "
+                     "(stratified folds need that many).")
   grid = [float(v) for v in (l2 if isinstance(l2, (list, tuple)) else [l2])]
   if not grid or min(grid) < 0:
     raise ValueError(f"l2={l2!r}; expected a non-negative number or a non-empty sequence of them.")
-  classes, y = np.unique(labels, return_inverse=True)
-  folds = stratified_folds(y, num_folds, seed)
+  folds = list(model_selection.StratifiedKFold(num_folds, shuffle=True, random_state=seed).split(features, labels))
   best = (-1.0, None)
   for value in grid:
     correct = 0
-    for fold in range(num_folds):
-      test, train = folds == fold, folds != fold
-      mean, std = features[train].mean(axis=0), features[train].std(axis=0)
-      std = np.where(std > 1e-12, std, 1.0)
-      w, b = fit_logistic_regression((features[train] - mean) / std, y[train], len(classes), value, max_iter)
-      correct += int(np.sum(np.argmax((features[test] - mean) / std @ w + b, axis=1) == y[test]))
+    for train, test in folds:
+      scaler = sk_preprocessing.StandardScaler().fit(features[train])
+      penalty = {"C": 1.0 / (value * len(train))} if value > 0 else {"penalty": None}
+      probe = linear_model.LogisticRegression(max_iter=max_iter, **penalty)
+      if len(np.unique(labels[train])) < 2:  # one class left to learn: it is the prediction
+        predicted = np.full(len(test), labels[train][0])
+      else:
+        predicted = probe.fit(scaler.transform(features[train]), labels[train]).predict(scaler.transform(features[test]))
+      correct += int(np.sum(predicted == labels[test]))
     accuracy = correct / features.shape[0]
     if accuracy > best[0]:
       best = (accuracy, value)
@@ -416,6 +402,11 @@ class Proxy:
     return f"{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in changed) + ")"
 
   def score(self, inputs):
+    """(score, extras); raises NonFiniteInputError if an input it reads holds NaN / Inf, naming it."""
+    for name in sorted(self.requires & set(_ARRAY_INPUTS)):
+      if getattr(inputs, name) is not None:
+        _check_finite(getattr(inputs, name), f"its {name}",
+                      f"Proxy {self.label!r} cannot score expert {inputs.expert!r}: ")
     value, extras = self.fn(inputs, **self.params)
     value = float(value)
     if not np.isfinite(value):

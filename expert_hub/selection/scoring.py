@@ -145,7 +145,7 @@ def empty_partial(plan):
   """Scores of no expert yet: what score_unit returns for one (module, task), and merge_partials combines."""
   return {"records": {p.label: {"ranking": [], "skipped": {}, "seconds": 0.0} for p in plan.parsed},
           "input_seconds": {}, "seconds": 0.0, "num_examples": 0, "generalist_seconds": 0.0,
-          "prepare_seconds": 0.0}
+          "prepare_seconds": 0.0, "data": None}
 
 
 def merge_partials(plan, partials):
@@ -163,6 +163,12 @@ def merge_partials(plan, partials):
     out["seconds"] += part["seconds"]
     for key in ("num_examples", "generalist_seconds", "prepare_seconds"):  # the same task: the same values
       out[key] = max(out[key], part[key])
+    data = part.get("data")
+    if data is not None and out["data"] is not None and data != out["data"]:
+      # Workers (or task groups) read different images for one task: its scores would mix two datasets.
+      raise ValueError(f"One task's data was read as two different contents ({out['data']} and {data}); the "
+                       "task's source changed during selection, or reads it non-deterministically.")
+    out["data"] = out["data"] or data
   return out
 
 
@@ -172,9 +178,10 @@ class TaskState:
   def __init__(self, task, plan, image_size, cache_dir, session):
     t0 = time.time()
     self.task = task
-    self.images, self.labels = embed_lib.prepare_images(task, plan.cfg.split, image_size)
+    # One pass reads, resizes and fingerprints the split: the cache is keyed by its content, not its name.
+    self.images, self.labels, self.data = embed_lib.load_split(task, plan.cfg.split, image_size)
     self.cache = cache_lib.EmbeddingCache(cache_dir)
-    self.key = (task.name, plan.cfg.split, image_size)
+    self.key = (self.data["fingerprint"], plan.cfg.split, image_size)
     self.prepare_seconds = time.time() - t0
     self.gen_fields, self.gen_missing, self.gen_seconds = {}, {}, 0.0
     _generalist_inputs(self, plan.gen_handle, plan.gen_path, plan.why_not, plan.cfg, session, plan.needs)
@@ -185,7 +192,7 @@ class TaskState:
     pack, members = unit
     part = empty_partial(plan)
     part.update(num_examples=len(self.labels), generalist_seconds=self.gen_seconds,
-                prepare_seconds=self.prepare_seconds)
+                prepare_seconds=self.prepare_seconds, data=self.data)
     packed = _pack_features(self, pack, members, plan.cfg, session) if pack is not None else {}
     for expert, _ in members:
       path = plan.paths[expert]
@@ -323,7 +330,8 @@ def score_tasks(tasks, experts, cfg, image_size, session, proxies=None, generali
   Returns:
     Per task, in order: {"proxies": {label: record}, "order": [labels], "num_examples", "generalist" (its
     handle or None), "generalist_seconds", "input_seconds": {expert: {"embed", "logits", "cached"}},
-    "seconds" (this task's share: its images, inputs and scoring)}.
+    "data" (the split's fingerprint record, tasks/fingerprint.py), "seconds" (this task's share: its images,
+    inputs and scoring)}.
 
   Raises:
     ValueError: unknown proxies or parameters, no experts.
@@ -370,4 +378,4 @@ def finish(plan, task_name, partial):
   seconds = partial["seconds"] + partial["prepare_seconds"] + partial["generalist_seconds"]
   return {"proxies": records, "order": [p.label for p in plan.parsed], "num_examples": partial["num_examples"],
           "generalist": plan.gen_handle, "generalist_seconds": round(partial["generalist_seconds"], 3),
-          "input_seconds": partial["input_seconds"], "seconds": round(seconds, 3)}
+          "input_seconds": partial["input_seconds"], "data": partial.get("data"), "seconds": round(seconds, 3)}

@@ -65,6 +65,8 @@ class VtabTaskDef:
     pixel_scale: multiplies the raw pixels to reach [0, 1]: 1/255, or 1 for dSprites, whose 0/1 masks are
       masks x 255 / 255.
     manual_download: TFDS cannot fetch the source files; they go into `manual_dir` (see MANUAL_LAYOUT).
+    augmentations: the training augmentations that keep the label (Task.augmentations): no flip where a mirror
+      changes it (an x position, an orientation, an azimuth, a digit), no crop where a shift does (x position).
   """
   name: str
   group: str
@@ -77,6 +79,7 @@ class VtabTaskDef:
   grayscale: bool = False
   pixel_scale: float = 1.0 / 255.0
   manual_download: bool = False
+  augmentations: Tuple[str, ...] = ("flip", "crop")
 
   def __post_init__(self):
     if self.group not in GROUPS:
@@ -198,7 +201,7 @@ def _definitions():
       _task("oxford_flowers102", "natural", "oxford_flowers102", "2.*.*", 102, _TFDS_VALIDATION),
       _task("oxford_iiit_pet", "natural", "oxford_iiit_pet", "3.*.*", 37, _TRAIN_80_20),
       _task("sun397", "natural", "sun397/tfds", "4.*.*", 397, _TFDS_VALIDATION),
-      _task("svhn", "natural", "svhn_cropped", "3.*.*", 10, _TRAIN_90_10),
+      _task("svhn", "natural", "svhn_cropped", "3.*.*", 10, _TRAIN_90_10, augmentations=("crop",)),
       _task("patch_camelyon", "specialized", "patch_camelyon", "2.*.*", 2, _TFDS_VALIDATION),
       _task("eurosat", "specialized", "eurosat/rgb", "2.*.*", 10, _TRAIN_60_20_20),
       _task("resisc45", "specialized", "resisc45", "3.*.*", 45, _TRAIN_60_20_20, manual_download=True),
@@ -215,14 +218,14 @@ def _definitions():
       _task("dsprites_location", "structured", "dsprites", "2.*.*", 16,
             dict(train="train[:80%]", val="train[80%:90%]", trainval="train[:90%]", test="train[90%:]"),
             make_bins_label("label_x_position", 32, 16), "floor(label_x_position / 2)", grayscale=True,
-            pixel_scale=1.0),
+            pixel_scale=1.0, augmentations=()),
       _task("dsprites_orientation", "structured", "dsprites", "2.*.*", 16,
             dict(train="train[:80%]", val="train[80%:90%]", trainval="train[:90%]", test="train[90%:]"),
             make_bins_label("label_orientation", 40, 16), "floor(label_orientation / 2.5)", grayscale=True,
-            pixel_scale=1.0),
+            pixel_scale=1.0, augmentations=("crop",)),
       _task("smallnorb_azimuth", "structured", "smallnorb", "2.*.*", 18,
             dict(train="train", val="test[:50%]", trainval="train+test[:50%]", test="test[50%:]"),
-            _label_feature("label_azimuth"), "label_azimuth", grayscale=True),
+            _label_feature("label_azimuth"), "label_azimuth", grayscale=True, augmentations=("crop",)),
       _task("smallnorb_elevation", "structured", "smallnorb", "2.*.*", 9,
             dict(train="train", val="test[:50%]", trainval="train+test[:50%]", test="test[50%:]"),
             _label_feature("label_elevation"), "label_elevation", grayscale=True),
@@ -357,6 +360,7 @@ class VtabTask(base.Task):
     self.name = PREFIX + self.definition.name
     self.num_classes = self.definition.num_classes
     self.group = self.domain = self.definition.group
+    self.augmentations = self.definition.augmentations
     self.image_size = image_size
     self._reopen = ((name, data_dir, image_size), {"manual_dir": manual_dir, "registry": registry})  # base.Task
     self.builder = load_builder(self.definition, data_dir, download, manual_dir)

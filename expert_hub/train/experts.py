@@ -1,4 +1,5 @@
-"""Expert training: one full or adapter expert per selected hierarchy node, initialised from the generalist.
+"""Expert training: one full or adapter expert per selected hierarchy node, initialised from the generalist,
+and optionally the equal-compute control (the generalist trained on for a full expert's steps on all labels).
 
 One compiled model per kind serves every expert: weights are re-loaded from the generalist, the optimiser is
 zeroed and the loss's label mask is pointed at the next expert's labels, so Keras reuses its traced train step
@@ -12,6 +13,8 @@ import os
 import tensorflow as tf
 
 from expert_hub import io_utils
+from expert_hub import provenance
+from expert_hub import seeds
 from expert_hub.data import experts as experts_lib
 from expert_hub.data import upstream as upstream_lib
 from expert_hub.models import adapters as adapters_lib
@@ -22,6 +25,9 @@ from expert_hub.train import upstream
 
 log = logging.getLogger(__name__)
 KINDS = ("full", "adapter")
+# The equal-compute control (ExpertsConfig.control): the generalist continued on all upstream labels with a full
+# expert's recipe and steps, so an expert's gain can be told from the gain of training longer.
+CONTROL = "control"
 EXPERTS_FILE = "experts.json"
 
 
@@ -48,6 +54,14 @@ def plan_experts(cfg, data_dir, workdir, write=True):
         "experts": [{"name": n.expert_name, "node": n.node, "labels": list(n.labels), "num_images": n.num_images}
                     for n in nodes]})
   return nodes
+
+
+def expert_made_from(kind, node, train_cfg, adapter_cfg, generalist_record, seed):
+  """What an expert is made from (provenance): the generalist it starts from, its node's labels, its recipe
+  and its seed (derived from the config's)."""
+  return {"stage": f"{kind} expert", "generalist": provenance.digest(generalist_record), "node": node.node,
+          "labels": list(node.labels), "train": train_cfg, "adapter_arch": adapter_cfg,
+          "seed": seeds.derive(seed, "expert", kind, node.node)}
 
 
 def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None):
@@ -87,17 +101,30 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
   hierarchy = upstream_lib.load_hierarchy(cfg.upstream, builder)
   num_labels = generalist_info["num_labels"]
   results = {}
-  for kind in kinds:
-    todo = [n for n in nodes if not upstream.is_trained(expert_dir(workdir, kind, n.expert_name))]
+  generalist_record = provenance.read(generalist_dir)
+  jobs = [(kind, nodes) for kind in kinds]
+  if cfg.experts.control and not names:
+    all_labels = experts_lib.ExpertNode(CONTROL, tuple(range(num_labels)),
+                                        builder.info.splits[cfg.upstream.train_split].num_examples)
+    jobs.append((CONTROL, [all_labels]))
+  for kind, kind_nodes in jobs:
+    train_cfg = cfg.experts.adapter if kind == "adapter" else cfg.experts.full  # the control: a full expert's
+    adapter_cfg = cfg.experts.adapter_arch if kind == "adapter" else None
+    made_from = {n.expert_name: expert_made_from(kind, n, train_cfg, adapter_cfg, generalist_record, cfg.seed)
+                 for n in kind_nodes}
+    for n in kind_nodes:
+      folder = expert_dir(workdir, kind, n.expert_name)
+      provenance.check(folder, made_from[n.expert_name], f"{kind} expert {n.expert_name}",
+                       has_output=upstream.is_trained(folder), write=chief)
+    todo = [n for n in kind_nodes if not upstream.is_trained(expert_dir(workdir, kind, n.expert_name))]
     results[kind] = {n.expert_name: upstream.read_model_info(expert_dir(workdir, kind, n.expert_name))
-                     for n in nodes if n not in todo}
-    for n in nodes:
+                     for n in kind_nodes if n not in todo}
+    for n in kind_nodes:
       if n not in todo:
         log.info("Expert %s/%s already trained; skipping.", kind, n.expert_name)
     if not todo:
       continue
-    train_cfg = cfg.experts.full if kind == "full" else cfg.experts.adapter
-    adapter_cfg = cfg.experts.adapter_arch if kind == "adapter" else None
+    seeds.seed_everything(seeds.derive(cfg.seed, "expert", kind))  # the fresh adapters' initial weights
     with strategy.scope():
       model, loss = upstream.build_upstream_model(cfg.model, num_labels, train_cfg, adapter_cfg=adapter_cfg,
                                                   freeze_trunk=(kind == "adapter"), name=f"{kind}_expert")
@@ -113,12 +140,15 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
       # Before training the model is the generalist (adapters start as the identity): its precision on the
       # subset is the baseline that says whether the expert learnt anything the generalist had not.
       before = upstream.evaluate_upstream(model, builder, cfg.upstream, num_labels, node.labels)
-      stream = upstream.make_upstream_stream(builder, cfg.upstream, train_cfg, num_labels, node.labels)
-      result = trainer.fit(model, stream, train_cfg, out, name=f"{kind}/{node.expert_name}", strategy=strategy)
+      stream = upstream.make_upstream_stream(builder, cfg.upstream, train_cfg, num_labels,
+                                             None if kind == CONTROL else node.labels,
+                                             seed=made_from[node.expert_name]["seed"])
+      result = trainer.fit(model, stream, train_cfg, out, name=f"{kind}/{node.expert_name}", strategy=strategy,
+                           made_from=made_from[node.expert_name])
       result["eval_precision_at_1"] = upstream.evaluate_upstream(model, builder, cfg.upstream, num_labels,
                                                                  node.labels)
       result["generalist_eval_precision_at_1"] = before
-      info = dict(generalist_info, kind=kind, node=node.node, name=node.expert_name,
+      info = dict(generalist_info, kind=kind, node=None if kind == CONTROL else node.node, name=node.expert_name,
                   adapter=None if adapter_cfg is None else dataclasses.asdict(adapter_cfg),
                   labels=list(node.labels), label_names=[hierarchy.label_name(i) for i in node.labels],
                   num_images=node.num_images, train=result)

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from expert_hub import io_utils
+from expert_hub import provenance
 from expert_hub.train import strategies
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def prepare_multi_worker(model, strategy):
   return model
 
 
-def fit(model, make_dataset, cfg, workdir, name="train", strategy=None, callbacks=()):
+def fit(model, make_dataset, cfg, workdir, name="train", strategy=None, callbacks=(), made_from=None):
   """Trains a compiled model for cfg.steps steps, resuming from `<workdir>/checkpoints` if present.
 
   Under a multi-worker strategy every worker calls this with the same arguments: all restore from the chief's
@@ -165,12 +166,15 @@ def fit(model, make_dataset, cfg, workdir, name="train", strategy=None, callback
     name: shown in progress lines.
     strategy: the tf.distribute strategy the model was built under (for chief-only writes).
     callbacks: extra Keras callbacks.
+    made_from: what this run is made from (provenance.check): recorded in the workdir on the first start, and a
+      workdir whose record differs (or that holds checkpoints without one) is refused instead of resumed.
 
   Returns:
     {"start_step", "steps", "seconds", "images_per_second", **last training metrics}.
 
   Raises:
     RuntimeError: the workers of a multi-worker job restored different steps.
+    provenance.ProvenanceError: the workdir holds another run (see `made_from`).
   """
   strategy = strategy or tf.distribute.get_strategy()
   optimizer = model.optimizer
@@ -182,6 +186,8 @@ def fit(model, make_dataset, cfg, workdir, name="train", strategy=None, callback
   ckpt_dir = os.path.join(workdir, "checkpoints")
   start = 0
   latest = latest_checkpoint(ckpt_dir)
+  if made_from is not None:
+    provenance.check(workdir, made_from, name, has_output=latest is not None, write=chief)
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
     start = int(optimizer.iterations.numpy())

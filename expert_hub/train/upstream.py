@@ -8,6 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 from expert_hub import io_utils
+from expert_hub import provenance
+from expert_hub import seeds
 from expert_hub.data import experts as experts_lib
 from expert_hub.data import preprocessing
 from expert_hub.data import upstream as upstream_lib
@@ -30,8 +32,8 @@ def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids
                          keep_probability=None):
   """`skip_batches -> dataset` of (images, multi-hot labels) batches; optionally only an expert's images.
 
-  The stream is deterministic up to augmentation (fixed shuffle seed, file order), so skipping the consumed
-  batches after a resume continues with the examples not yet seen in this pass.
+  The stream is a function of `seed` (shuffle order, resampling draws, and each example's augmentation, keyed by
+  its stream position), so skipping the consumed batches after a resume continues it exactly.
 
   keep_probability: optional [num_labels] array; each example is kept with the probability of its label (the
     largest over its labels when multi-hot), drawn from a seeded stream after the repeat so every pass draws
@@ -48,12 +50,14 @@ def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids
     ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
     if keep_probability is not None:
       ds = _resample(ds, keep_probability, seed)
-    ds = ds.skip(skip_batches * train_cfg.batch_size)
+    ds = ds.enumerate().skip(skip_batches * train_cfg.batch_size)  # positions key the augmentation
 
-    def prep(encoded, label):
+    def prep(index, example):
+      encoded, label = example
       image = preprocessing.to_float_image(upstream_lib.decode_image(encoded))
       if train_cfg.augment:
-        image = preprocessing.train_augment(image, size + size // 8, size)
+        image = preprocessing.train_augment(image, size + size // 8, size,
+                                            preprocessing.example_seed(seed, index))
       else:
         image = preprocessing.resize(image, size)
       return image, multi_hot(label)
@@ -109,6 +113,12 @@ def is_trained(folder):
   return os.path.exists(os.path.join(folder, MODEL_FILE)) and os.path.exists(os.path.join(folder, WEIGHTS_FILE))
 
 
+def generalist_made_from(cfg):
+  """What the generalist is made from (provenance): architecture, upstream data and its schedule."""
+  return {"stage": "generalist", "model": cfg.model, "upstream": cfg.upstream, "train": cfg.generalist,
+          "seed": seeds.derive(cfg.seed, "generalist")}
+
+
 def train_generalist(cfg, data_dir, workdir, strategy=None):
   """Trains the generalist on all upstream labels; writes `<workdir>/generalist/{weights.npz,model.json}`.
 
@@ -116,16 +126,22 @@ def train_generalist(cfg, data_dir, workdir, strategy=None):
   multi-worker strategy every worker calls this alike and only the chief writes (see trainer.fit).
   """
   out = os.path.join(workdir, "generalist")
+  made_from = generalist_made_from(cfg)
+  provenance.check(out, made_from, "generalist", has_output=is_trained(out),
+                   write=strategies.is_chief(strategy))
   if is_trained(out):
     log.info("Generalist already trained in %s; skipping.", out)
     return read_model_info(out)
   builder = upstream_lib.get_builder(cfg.upstream.tfds_name, data_dir)
   hierarchy = upstream_lib.load_hierarchy(cfg.upstream, builder)
   strategy = strategy or tf.distribute.get_strategy()
+  seed = made_from["seed"]
+  seeds.seed_everything(seed)  # the initial weights
   with strategy.scope():
     model, _ = build_upstream_model(cfg.model, hierarchy.num_labels, cfg.generalist)
-  stream = make_upstream_stream(builder, cfg.upstream, cfg.generalist, hierarchy.num_labels)
-  result = trainer.fit(model, stream, cfg.generalist, out, name="generalist", strategy=strategy)
+  stream = make_upstream_stream(builder, cfg.upstream, cfg.generalist, hierarchy.num_labels, seed=seed)
+  result = trainer.fit(model, stream, cfg.generalist, out, name="generalist", strategy=strategy,
+                       made_from=made_from)
   result["eval_precision_at_1"] = evaluate_upstream(model, builder, cfg.upstream, hierarchy.num_labels)
   info = {"kind": "generalist", "node": hierarchy.roots[0] if len(hierarchy.roots) == 1 else None,
           "model": cfg.model.to_dict(), "adapter": None, "num_labels": hierarchy.num_labels,

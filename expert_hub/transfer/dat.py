@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from expert_hub import io_utils
+from expert_hub import naming
 from expert_hub.data import experts as experts_lib
 from expert_hub.data import upstream as upstream_lib
 from expert_hub.models import weights as weights_lib
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def dat_dir(workdir, task_name):
-  return os.path.join(workdir, "dat", task_name.replace("/", "_").replace(":", "_"))
+  return os.path.join(workdir, "dat", naming.folder_name(task_name))
 
 
 def target_label_distribution(generalist, images, session, batch_size=256):

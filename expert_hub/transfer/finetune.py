@@ -9,9 +9,9 @@ expert: its learning-rate schedule lives in variables (schedules.AssignableStepS
 Any other hub module is fine-tuned through ExpertLayer, loaded once per process by the session.
 """
 
+import dataclasses
 import logging
 import os
-import re
 import time
 
 import keras
@@ -20,11 +20,14 @@ import tensorflow as tf
 
 from expert_hub import configs
 from expert_hub import io_utils
+from expert_hub import naming
+from expert_hub import provenance
 from expert_hub.data import preprocessing
 from expert_hub.hub import layer as layer_lib
 from expert_hub.hub import session as session_lib
 from expert_hub.models import builder
 from expert_hub.models import resnet_v2
+from expert_hub.selection import cache
 from expert_hub.train import schedules
 from expert_hub.train import strategies
 from expert_hub.train import trainer
@@ -34,9 +37,16 @@ log = logging.getLogger(__name__)
 FINETUNE_FILE = "finetune.json"
 
 
-def _mixup(alpha):
-  def fn(images, labels):
-    lam = tf.compat.v1.distributions.Beta(alpha, alpha).sample([]) if alpha > 0 else 1.0
+def _mixup(alpha, seed):
+  """MixUp of batch i with its reverse, its mixing weight drawn from Beta(alpha, alpha) statelessly from
+  (seed, i): the same batches mix alike in every run and after a resume."""
+  def fn(index, batch):
+    images, labels = batch
+    if alpha > 0:
+      g = tf.random.stateless_gamma([2], seed=preprocessing.example_seed(seed, index), alpha=alpha)
+      lam = g[0] / (g[0] + g[1])
+    else:
+      lam = 1.0
     return lam * images + (1 - lam) * tf.reverse(images, [0]), lam * labels + (1 - lam) * tf.reverse(labels, [0])
   return fn
 
@@ -90,7 +100,7 @@ class Finetuner:
     task: the tasks.Task.
     cfg: a FinetuneConfig.
     export_dirs: where names are looked up when no `session` is given.
-    seed: the training stream's shuffle seed.
+    seed: the default seed of the training stream (shuffle, augmentation, MixUp); `run(..., seed=)` overrides it.
     strategy: the tf.distribute strategy (default: the current one).
     session: the session.ModuleSession modules and templates come from; build one per process and pass it to
       every Finetuner (None makes one for this Finetuner alone).
@@ -101,8 +111,8 @@ class Finetuner:
     self.session = session or session_lib.ModuleSession.for_export_dirs(export_dirs)
     self.export_dirs = self.session.export_dirs
     self.strategy = strategy or tf.distribute.get_strategy()
-    train_images, self.train_labels = _arrays(task, cfg.train_split)
-    test_images, self.test_labels = _arrays(task, cfg.test_split)
+    train_images, self.train_labels = _arrays(task, cfg.train_split, cfg.resize)
+    test_images, self.test_labels = _arrays(task, cfg.test_split, cfg.resize)
     n, h, w = train_images.shape[:3]
     rule_resize, rule_crop = hyperrule.get_resolution(h, w)
     self.resize, self.crop = cfg.resize or rule_resize, cfg.crop or rule_crop
@@ -115,13 +125,42 @@ class Finetuner:
     self.lr = hyperrule.get_learning_rate(cfg.batch_size, cfg.base_lr)
     self.head_size = head_size(task.num_classes)
     one_hot = lambda y: tf.one_hot(tf.cast(y, tf.int32), self.head_size)
-    train = tf.data.Dataset.from_tensor_slices((train_images, self.train_labels))
-    self.train_ds = preprocessing.make_train_dataset(train, cfg.batch_size, self.resize, self.crop,
-                                                     shuffle_buffer=n, seed=seed, label_fn=one_hot)
-    if sched.mixup_alpha > 0:
-      self.train_ds = self.train_ds.map(_mixup(sched.mixup_alpha))
+    self._one_hot, self._train_source = one_hot, (train_images, self.train_labels)
+    self._train_ds = {}
+    self.augmentations = tuple(getattr(task, "augmentations", preprocessing.AUGMENTATIONS))  # label-preserving
     test = tf.data.Dataset.from_tensor_slices((test_images, self.test_labels))
     self.test_ds = preprocessing.make_eval_dataset(test, 256, self.crop, label_fn=one_hot).cache()
+    self.data_fingerprint = provenance.array_fingerprint(train_images, self.train_labels, test_images,
+                                                         self.test_labels)
+
+  def train_dataset(self, seed=None):
+    """The infinite stream of augmented training batches for `seed` (default the Finetuner's): its order,
+    augmentation and MixUp are functions of the seed alone (preprocessing.make_train_dataset)."""
+    seed = self.seed if seed is None else seed
+    if seed not in self._train_ds:
+      images, labels = self._train_source
+      ds = preprocessing.make_train_dataset(tf.data.Dataset.from_tensor_slices((images, labels)),
+                                            self.cfg.batch_size, self.resize, self.crop, self.augmentations,
+                                            shuffle_buffer=len(labels), seed=seed, label_fn=self._one_hot)
+      if self.schedule.mixup_alpha > 0:
+        ds = ds.enumerate().map(_mixup(self.schedule.mixup_alpha, seed))
+      self._train_ds[seed] = ds
+    return self._train_ds[seed]
+
+  @property
+  def train_ds(self):
+    return self.train_dataset()
+
+  def made_from(self, handle, seed=None):
+    """What fine-tuning `handle` here with `seed` (default the Finetuner's) is made from (provenance): the
+    task's data, the module's identity (its files' sha256 for our modules), the schedule, resolution and seed.
+    Checkpoints and results of a run resume or are reused only under the same record."""
+    seed = self.seed if seed is None else seed
+    path, packed = self.session.local_path(handle)
+    return {"stage": "fine-tune", "task": self.task.name, "num_classes": self.task.num_classes,
+            "data": self.data_fingerprint, "module": cache.module_identity(f"{path}#{packed}" if packed else path),
+            "config": self.cfg, "schedule": dataclasses.asdict(self.schedule), "learning_rate": self.lr,
+            "resolution": [self.resize, self.crop], "augmentations": list(self.augmentations), "seed": seed}
 
   def _compile(self, model):
     """Compiles under the strategy's scope (optimizer slots mirror the weights); call inside that scope.
@@ -167,76 +206,88 @@ class Finetuner:
     self.session.restore_variables(handle, {v.path: v for v in backbone.variables})
     return self._start(template)
 
-  def run(self, handle, workdir=None):
+  def run(self, handle, workdir=None, seed=None):
     """Fine-tunes one expert; returns {"task", "expert", "test_accuracy", "steps", "seconds", ...}.
 
     With a `workdir`, training goes through trainer.fit: checkpoints every quarter of the schedule under
     `<workdir>/checkpoints`, a killed run (or multi-worker job) resumes there, and only the chief writes.
+    `seed` (default the Finetuner's) seeds the training stream; the same seed gives every model the same batches.
     """
     t0 = time.time()
+    seed = self.seed if seed is None else seed
+    made_from = self.made_from(handle, seed)
+    train_ds = self.train_dataset(seed)
     model = self._model_for(handle)
     steps = self.schedule.steps
     if workdir is not None:
       train_cfg = configs.TrainConfig(batch_size=self.cfg.batch_size, steps=steps, base_lr=self.lr,
                                       warmup_steps=self.schedule.warmup_steps, checkpoint_every=max(1, steps // 4),
                                       log_every=max(1, steps // 4))  # trainer.fit reads steps and the cadences
-      fit = trainer.fit(model, self.train_ds.skip, train_cfg, workdir, name=f"finetune {handle}",
-                        strategy=self.strategy)
+      fit = trainer.fit(model, train_ds.skip, train_cfg, workdir, name=f"finetune {handle}",
+                        strategy=self.strategy, made_from=made_from)
       train_loss = fit.get("loss")  # None when a finished run was only restored
     else:
       trainer.prepare_multi_worker(model, self.strategy)
-      history = model.fit(trainer.shard_by_data(self.train_ds), epochs=1, steps_per_epoch=steps, verbose=0,
+      history = model.fit(trainer.shard_by_data(train_ds), epochs=1, steps_per_epoch=steps, verbose=0,
                           shuffle=False)
       train_loss = history.history["loss"][-1]
-    accuracy = self._evaluate(model)
+    loss, accuracy = self._evaluate(model)
     result = {"task": self.task.name, "expert": handle, "test_accuracy": round(float(accuracy), 4),
+              "test_loss": None if loss is None else round(float(loss), 6),
               "steps": self.schedule.steps, "seconds": round(time.time() - t0, 2),
               "train_loss": None if train_loss is None else round(float(train_loss), 4),
               "batch_size": self.cfg.batch_size,
               "learning_rate": self.lr, "resolution": [self.resize, self.crop],
-              "num_train_examples": int(len(self.train_labels)), "num_test_examples": int(len(self.test_labels))}
+              "num_train_examples": int(len(self.train_labels)), "num_test_examples": int(len(self.test_labels)),
+              "seed": seed, "made_from": provenance.digest(made_from)}
     log.info("[finetune %s] %s: test accuracy %.4f (%d steps, %.1f s)", self.task.name, handle, accuracy,
              self.schedule.steps, result["seconds"])
     return result
 
   def _evaluate(self, model):
-    """Test top-1 on the task's test split.
+    """(test loss, test top-1) on the task's test split (the loss is None under multi-worker).
 
     Multi-worker: every worker scores the whole test set itself, since the replicas hold the same weights and
     Keras 3's distributed `evaluate` fails on this strategy's scalar reductions (see trainer.prepare_multi_worker).
     """
     if not strategies.is_multi_worker(self.strategy):
-      return model.evaluate(self.test_ds, verbose=0)[1]
+      loss, accuracy = model.evaluate(self.test_ds, verbose=0)[:2]
+      return loss, accuracy
     hits, total = 0, 0
     for images, labels in self.test_ds:
       predicted = tf.argmax(model(images, training=False), axis=-1)
       hits += int(tf.reduce_sum(tf.cast(tf.equal(predicted, tf.argmax(labels, axis=-1)), tf.int32)))
       total += int(labels.shape[0])
-    return hits / max(total, 1)
+    return None, hits / max(total, 1)
 
 
-def _arrays(task, split):
-  images, labels = [], []
-  for x, y in task.load(split).map(lambda x, y: (preprocessing.to_float_image(x), y)).as_numpy_iterator():
-    images.append(x)
-    labels.append(y)
-  if not images:
-    raise ValueError(f"Task {task.name!r} split {split!r} has no examples.")
-  shapes = {im.shape for im in images}
-  if len(shapes) > 1:  # Variable-size sources (image folders, natural datasets): bring to one size first.
-    side = max(max(s[0], s[1]) for s in shapes)
-    images = [tf.image.resize(im, [side, side]).numpy() for im in images]
-  return np.stack(images).astype(np.float32), np.asarray(labels, np.int64)
+def _arrays(task, split, resize=None):
+  """A split in memory at the HyperRule's resolution at most (tasks.base.load_arrays): uint8 or float32
+  [N, H, W, 3], read one image at a time, so one large photo does not make every image large."""
+  from expert_hub.tasks import base as tasks_base  # pylint: disable=g-import-not-at-top
+  return tasks_base.load_arrays(task, split, resize)
 
 
-def finetune(handle, task, cfg, workdir, export_dirs=None, strategy=None, session=None):
+def finetune(handle, task, cfg, workdir, export_dirs=None, strategy=None, session=None, seed=0):
   """Fine-tunes one expert on a task and writes `<workdir>/finetune.json`; returns its content.
 
   Checkpoints go to `<workdir>/finetune_runs/<expert>/` (resumed after a kill; a finished run is only
-  re-evaluated). Under a multi-worker strategy every worker calls this alike and only the chief writes.
+  re-evaluated). A run folder or `finetune.json` left by another run (another task, module, schedule or seed;
+  see Finetuner.made_from) is refused with a ProvenanceError naming what differs: nothing is reused for, or
+  overwritten by, a different run. Under a multi-worker strategy every worker calls this alike and only the
+  chief writes.
   """
-  run_dir = os.path.join(workdir, "finetune_runs", re.sub(r"[^A-Za-z0-9_.-]+", "_", handle).strip("_") or "expert")
-  result = Finetuner(task, cfg, export_dirs, strategy=strategy, session=session).run(handle, workdir=run_dir)
+  finetuner = Finetuner(task, cfg, export_dirs, seed=seed, strategy=strategy, session=session)
+  out = os.path.join(workdir, FINETUNE_FILE)
+  made_from = provenance.digest(finetuner.made_from(handle))
+  if os.path.exists(out):
+    previous = io_utils.read_json(out)
+    if previous.get("made_from") != made_from:
+      raise provenance.ProvenanceError(
+          f"{out!r} holds the result of another fine-tune (task {previous.get('task')!r}, expert "
+          f"{previous.get('expert')!r}); this one is {handle!r} on {task.name!r}. Nothing was overwritten; use "
+          "another workdir.")
+  result = finetuner.run(handle, workdir=os.path.join(workdir, "finetune_runs", naming.folder_name(handle)))
   if strategies.is_chief(strategy):
-    io_utils.atomic_write_json(os.path.join(workdir, FINETUNE_FILE), result)
+    io_utils.atomic_write_json(out, result)
   return result

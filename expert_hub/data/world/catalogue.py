@@ -27,27 +27,30 @@ UPSTREAM = {
 }
 
 
-def _task(domain, classes, description):
-  return {"domain": domain, "classes": classes, "description": description}
+def _task(domain, classes, description, augmentations=("flip", "crop")):
+  return {"domain": domain, "classes": classes, "description": description, "augmentations": augmentations}
 
 
-# task -> {"domain": tied domain or None, "classes": {name: renderer}, "description"}.
+# task -> {"domain": tied domain or None, "classes": {name: renderer}, "description", "augmentations": the
+# training augmentations that keep its labels}. A mirror image of a letter or a curve can be another class; a
+# flip moves an object to the other column of the grid and a crop can move it across a cell; a crop can also cut
+# an object out of a count.
 TASKS = {
     "shapes_novel": _task("shapes", {k: shapes.make_shape_renderer(v) for k, v in shapes.SHAPES_NOVEL.items()},
                           "held-out silhouettes"),
     "textures_novel": _task("textures", {k: textures.make_texture_renderer(v)
                                          for k, v in textures.TEXTURES_NOVEL.items()}, "held-out textures"),
     "glyphs_novel": _task("glyphs", {k: glyphs.make_glyph_renderer(v) for k, v in glyphs.GLYPHS_NOVEL.items()},
-                          "held-out letters"),
+                          "held-out letters", augmentations=("crop",)),
     "scenes_novel": _task("scenes", {k: scenes.make_scene_renderer(v) for k, v in scenes.SCENES_NOVEL.items()},
                           "held-out scene objects among distractors"),
     "colours_novel": _task("colours", colours.COLOURS_NOVEL, "held-out colour layouts"),
     "strokes_novel": _task("strokes", {k: strokes.make_curve_renderer(v) for k, v in strokes.STROKES_NOVEL.items()},
-                           "held-out curves"),
+                           "held-out curves", augmentations=("crop",)),
     "count": _task(None, {f"count_{n}": structured.make_count_renderer(n) for n in range(1, 7)},
-                   "number of objects (structured)"),
+                   "number of objects (structured)", augmentations=("flip",)),
     "position": _task(None, {f"cell_{i}": structured.make_position_renderer(i) for i in range(9)},
-                      "grid cell of the object (structured)"),
+                      "grid cell of the object (structured)", augmentations=()),
 }
 
 

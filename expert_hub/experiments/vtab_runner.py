@@ -11,14 +11,12 @@ Layout under the workdir, resumable at every level (finished work is read back, 
   <workdir>/runs/<run>/<task>/sweep/lr<lr>_steps<n>.json   one tuning fine-tune (val200 accuracy)
   <workdir>/runs/<run>/<task>/result.json             the task's final result (written last, atomically)
   <workdir>/vtab_results.{csv,json}, vtab_<group>.png  the leaderboard over every run in the workdir
+                                                      (CSV and plots drawn by report.py)
 """
 
-import csv
 import dataclasses
-import io
 import logging
 import os
-import re
 import time
 from typing import Tuple
 
@@ -26,7 +24,9 @@ import numpy as np
 
 from expert_hub import configs
 from expert_hub import io_utils
-from expert_hub import report
+from expert_hub import naming
+from expert_hub import provenance
+from expert_hub.experiments import report
 from expert_hub.hub import registry as registry_lib
 from expert_hub.hub import session as session_lib
 from expert_hub.selection import select
@@ -72,14 +72,24 @@ def default_sweep(finetune_cfg):
                      tuple(int(round(steps * f)) for f in DEFAULT_STEPS_FACTORS))
 
 
-def _safe_name(name):
-  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
-
-
-def _finetune(task, expert, ft_cfg, lr, steps, train_split, test_split, session, strategy=None):
+def _finetuner(task, ft_cfg, lr, steps, train_split, test_split, session, strategy=None):
   cfg = configs.replace(ft_cfg, base_lr=lr, steps=steps, train_split=train_split, test_split=test_split)
   kwargs = {"strategy": strategy} if strategy is not None else {}
-  return finetune_lib.Finetuner(task, cfg, session=session, **kwargs).run(expert)
+  return finetune_lib.Finetuner(task, cfg, session=session, **kwargs)
+
+
+def _reuse(path, made_from, what):
+  """The JSON at `path` when it exists and was made from `made_from` (a provenance digest), None when absent;
+  a file made from other inputs (another dataset preparation, module, config) is refused, not reused."""
+  if not os.path.exists(path):
+    return None
+  done = io_utils.read_json(path)
+  if done.get("made_from") != made_from:
+    raise provenance.ProvenanceError(
+        f"{path!r} holds a {what} made from other inputs than this run's (the task's data, the expert module "
+        "or the fine-tune settings differ). Nothing was reused or overwritten; use another workdir or run name, "
+        "or remove that file to redo it.")
+  return done
 
 
 def _selection_config(cfg):
@@ -105,18 +115,25 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
   """
   session = session or session_lib.ModuleSession.for_export_dirs(export_dirs)
   done = os.path.join(task_dir, RESULT_FILE)
-  if os.path.exists(done):
+  if os.path.exists(done):  # reused only when its final fine-tune is made from this run's inputs
+    finished = io_utils.read_json(done)
+    best = finished.get("best", {})
+    final = _finetuner(task, cfg.finetune, best.get("base_lr"), best.get("steps"), FINAL_TRAIN, FINAL_TEST,
+                       session, strategy)
+    asked = finished["expert"] if expert == AUTO else expert  # auto: the expert its selection picked
+    _reuse(done, provenance.digest(final.made_from(asked)), "VTAB task result")
     log.info("[vtab %s] already done; reusing %s.", task.name, done)
-    return io_utils.read_json(done)
+    return finished
   t0 = time.time()
   selection = None
   if expert == AUTO:
-    sel_path = os.path.join(task_dir, select.SELECTION_FILE)
-    if os.path.exists(sel_path):
-      selection = io_utils.read_json(sel_path)
-    else:
-      selection = select.select_expert(task, candidates, _selection_config(cfg), task_dir,
-                                       image_size or getattr(task, "image_size", 224), session=session)
+    size = image_size or getattr(task, "image_size", 224)
+    if candidates:  # reused only when made from this task's data, these candidates and this config
+      selection = select.reusable_selection(task_dir, task, candidates, _selection_config(cfg), size, session)
+    else:  # a selection made beforehand (run_vtab's expert-major pass) must at least be this task's
+      selection = select.selection_for_task(task_dir, task)
+    if selection is None:
+      selection = select.select_expert(task, candidates, _selection_config(cfg), task_dir, size, session=session)
     expert = selection["selected"]
   select_seconds = selection.get("seconds", 0.0) if selection else 0.0  # its share of an expert-major run
 
@@ -124,21 +141,23 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
   tuning = points if len(points) > 1 else []  # One setting has nothing to choose between: no tuning run.
   for lr, steps in tuning:
     path = os.path.join(task_dir, "sweep", f"lr{lr:g}_steps{steps}.json")
-    if os.path.exists(path):
-      sweep_results.append(io_utils.read_json(path))
-      continue
-    r = _finetune(task, expert, cfg.finetune, lr, steps, TUNE_TRAIN, TUNE_VAL, session, strategy)
-    point = {"base_lr": lr, "steps": steps, "val_accuracy": r["test_accuracy"], "seconds": r["seconds"]}
-    io_utils.atomic_write_json(path, point)
+    finetuner = _finetuner(task, cfg.finetune, lr, steps, TUNE_TRAIN, TUNE_VAL, session, strategy)
+    made_from = provenance.digest(finetuner.made_from(expert))
+    point = _reuse(path, made_from, "VTAB sweep point")
+    if point is None:
+      r = finetuner.run(expert)
+      point = {"base_lr": lr, "steps": steps, "val_accuracy": r["test_accuracy"], "seconds": r["seconds"],
+               "made_from": made_from}
+      io_utils.atomic_write_json(path, point)
+      log.info("[vtab %s] %s lr=%g steps=%d: val200 %.4f", task.name, expert, lr, steps, point["val_accuracy"])
     sweep_results.append(point)
-    log.info("[vtab %s] %s lr=%g steps=%d: val200 %.4f", task.name, expert, lr, steps, point["val_accuracy"])
   if sweep_results:  # max() keeps the first of equals: the shortest schedule, then the smallest LR.
     best = max(sweep_results, key=lambda p: p["val_accuracy"])
   else:
     best = {"base_lr": points[0][0], "steps": points[0][1], "val_accuracy": None}
 
-  final = _finetune(task, expert, cfg.finetune, best["base_lr"], best["steps"], FINAL_TRAIN, FINAL_TEST,
-                    session, strategy)
+  final = _finetuner(task, cfg.finetune, best["base_lr"], best["steps"], FINAL_TRAIN, FINAL_TEST, session,
+                     strategy).run(expert)
   result = {
       "task": task.definition.name if hasattr(task, "definition") else task.name,
       "group": getattr(task, "group", task.domain), "num_classes": task.num_classes, "expert": expert,
@@ -149,6 +168,7 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
       "test_accuracy": final["test_accuracy"], "num_test_examples": final["num_test_examples"],
       "seconds": {"selection": round(select_seconds, 2), "sweep": round(sum(p["seconds"] for p in sweep_results), 2),
                   "final": final["seconds"], "total": round(time.time() - t0, 2)},
+      "made_from": final["made_from"],
   }
   io_utils.atomic_write_json(done, result)
   log.info("[vtab %s] %s (lr=%g, %d steps): test top-1 %.4f", task.name, expert, best["base_lr"], best["steps"],
@@ -215,7 +235,7 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
     if experts:
       raise ValueError(f"experts={experts} is for expert='auto' only; got expert={expert!r}.")
     registry.resolve(expert)
-  run_name = _safe_name(run_name or os.path.basename(expert.rstrip("/")))
+  run_name = naming.folder_name(run_name or os.path.basename(expert.rstrip("/")))
   run_dir = os.path.join(workdir, "runs", run_name)
   os.makedirs(run_dir, exist_ok=True)
   _check_run(run_dir, {"run": run_name, "expert": expert, "experts": list(experts) if experts else None,
@@ -235,7 +255,8 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
     raise FileNotFoundError(f"{len(missing)} of the {len(names)} VTAB tasks asked for cannot be read:\n- "
                             + "\n- ".join(missing))
   if expert == AUTO:  # Expert-major selection for every task still to select: each module loaded once.
-    unselected = [n for n in opened if not os.path.exists(os.path.join(run_dir, n, select.SELECTION_FILE))]
+    unselected = [n for n in opened if select.reusable_selection(
+        os.path.join(run_dir, n), opened[n], candidates, _selection_config(cfg), image_size, session) is None]
     for n in unselected:
       os.makedirs(os.path.join(run_dir, n), exist_ok=True)
     if unselected:
@@ -281,44 +302,6 @@ def summarize(tasks):
   return summary
 
 
-def leaderboard_csv(runs):
-  """VTAB leaderboard shape: one row per run, a column per task (top-1 %), group means and the mean."""
-  tasks = vtab.TASKS.names()
-  out = io.StringIO()
-  writer = csv.writer(out, lineterminator="\n")
-  writer.writerow(["run", "expert"] + tasks + list(vtab.GROUPS) + ["mean", "tasks_done"])
-  pct = lambda x: "" if x is None else f"{100 * x:.1f}"
-  for run, data in runs.items():
-    summary = summarize(data["tasks"])
-    row = [run, data["meta"].get("expert", "")]
-    row += [pct(data["tasks"][n]["test_accuracy"]) if n in data["tasks"] else "" for n in tasks]
-    row += [pct(summary[g]) for g in vtab.GROUPS] + [pct(summary["mean"]), summary["tasks_done"]]
-    writer.writerow(row)
-  return out.getvalue()
-
-
-def plot_group(runs, group, path):
-  """Bars of test top-1 per task of `group` (and the group mean), one colour per run; written atomically."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  names = [n for n in vtab.TASKS.names(group) if any(n in d["tasks"] for d in runs.values())]
-  labels = names + ["mean"]
-  x = np.arange(len(labels))
-  width = 0.8 / max(1, len(runs))
-  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 4))
-  for i, (run, data) in enumerate(runs.items()):
-    values = [100 * data["tasks"][n]["test_accuracy"] if n in data["tasks"] else 0 for n in names]
-    values.append(100 * (summarize(data["tasks"])[group] or 0))
-    ax.bar(x + (i - (len(runs) - 1) / 2) * width, values, width, label=run)
-  ax.set_xticks(x, labels, rotation=30, ha="right")
-  ax.set_ylabel("test top-1 (%)")
-  ax.set_ylim(0, 100)
-  ax.set_title(f"VTAB-1k {group}: fine-tuned test accuracy per task")
-  ax.legend()
-  report.save_figure(fig, path)
-
-
 def write_leaderboard(workdir):
   """Writes vtab_results.csv / .json and one vtab_<group>.png per group with results; returns the JSON dict."""
   runs = collect_runs(workdir)
@@ -328,7 +311,7 @@ def write_leaderboard(workdir):
   for group in vtab.GROUPS:
     if any(n in d["tasks"] for d in runs.values() for n in vtab.TASKS.names(group)):
       board["files"]["plots"][group] = f"vtab_{group}.png"
-      plot_group(runs, group, os.path.join(workdir, f"vtab_{group}.png"))
-  io_utils.atomic_write_text(os.path.join(workdir, CSV_FILE), leaderboard_csv(runs))
+      report.plot_vtab_group(board["runs"], group, os.path.join(workdir, f"vtab_{group}.png"))
+  io_utils.atomic_write_text(os.path.join(workdir, CSV_FILE), report.leaderboard_csv(board["runs"]))
   io_utils.atomic_write_json(os.path.join(workdir, JSON_FILE), board)
   return board

@@ -7,18 +7,19 @@
 Cost is wall seconds (measured) and compute: images through the network times forward FLOPs per image, with a
 training image counted as 3 forward passes (forward + backward). The one-off costs every task shares — the
 generalist and the experts — are reported apart, with their amortisation over the number of tasks.
+Tables and the plot: report.transfer_cost_markdown, report.budget_markdown, report.plot_transfer_cost.
 """
 
 import logging
 import os
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from expert_hub import io_utils
-from expert_hub import report
+from expert_hub import naming
 from expert_hub.hub import export_trained
+from expert_hub.hub import registry as registry_lib
 from expert_hub.models import resnet_v2
 from expert_hub.selection import embed as embed_lib
 from expert_hub.selection import select
@@ -62,14 +63,14 @@ def measure_task(task, cfg, workdir, export_dir, modules, data_dir, flops, sessi
 
   Selection writes `<workdir>/cost/<task>/selection.json`; the DAT model trains in `<workdir>/dat/<task>/`.
   """
-  task_dir = os.path.join(workdir, "cost", task.name.replace("/", "_").replace(":", "_"))
+  task_dir = os.path.join(workdir, "cost", naming.folder_name(task.name))
   out = task_dir + ".json"
   if os.path.exists(out):
     log.info("Cost of %s already measured; reusing %s.", task.name, out)
     return io_utils.read_json(out)
   image_size = cfg.upstream.image_size
   handles = {n: f"{cfg.upstream.name}/{n}/{cfg.version}" for n in modules}
-  experts = sorted(n for n in modules if n != "generalist")
+  experts = sorted(n for n in modules if n not in registry_lib.BASELINE_KINDS)
   f_embed, f_train, f_finetune = flops["embed"], flops["upstream_train"], flops["finetune_train"]
   finetuner = finetune_lib.Finetuner(task, cfg.finetune, session=session)
 
@@ -149,16 +150,6 @@ def budget_ratios(num_experts, select_images, dat_train_images, finetune_images,
           "c/a flops before finetune": c_upstream / a_select}
 
 
-def budget_markdown(rows):
-  """Table of budget_ratios rows: [(label, ratios dict)]."""
-  lines = ["| budgets | (a) TFLOPs | (c) TFLOPs | shared fine-tune TFLOPs | c/a | c/a before fine-tune |",
-           "|---" * 6 + "|"]
-  for label, r in rows:
-    lines.append(f"| {label} | {r['a_flops'] / 1e12:.1f} | {r['c_flops'] / 1e12:.1f} | "
-                 f"{r['finetune_flops'] / 1e12:.1f} | {r['c/a flops']:.0f}x | {r['c/a flops before finetune']:.0f}x |")
-  return "\n".join(lines)
-
-
 def one_off_costs(cfg, workdir, flops):
   """Seconds and FLOPs of training the generalist and all experts (shared by every task)."""
   out = {}
@@ -171,52 +162,3 @@ def one_off_costs(cfg, workdir, flops):
     entry["flops"] += TRAIN_PASSES * info["train"]["steps"] * train_cfg.batch_size * flops["upstream_train"]
     entry["models"] += 1
   return out
-
-
-def markdown(results, one_off):
-  """The side-by-side table: per task cost of (a), (b), (c), their ratios and accuracies."""
-  lines = ["| task | (a) expert_hub s | (b) oracle s | (c) DAT s | b/a | c/a (s) | c/a (FLOPs) "
-           "| c/a before fine-tune (FLOPs) | acc (a) | acc (b) | acc (c) |", "|---" * 11 + "|"]
-  for r in results:
-    a, b, c = r["a_expert_hub"], r["b_oracle"], r["c_dat"]
-    before = r["ratios"].get("c/a flops before finetune", float("nan"))  # absent in results cached before it
-    lines.append(f"| {r['task']} | {a['seconds']:.1f} | {b['seconds']:.1f} | {c['seconds']:.1f} | "
-                 f"{r['ratios']['b/a seconds']:.1f}x | {r['ratios']['c/a seconds']:.1f}x | "
-                 f"{r['ratios']['c/a flops']:.1f}x | {before:.1f}x | {100 * a['accuracy']:.1f} | "
-                 f"{100 * b['accuracy']:.1f} | {100 * c['accuracy']:.1f} |")
-  mean = lambda key, part: np.mean([r[part][key] for r in results])  # pylint: disable=unnecessary-lambda-assignment
-  lines.append(f"| **mean** | {mean('seconds', 'a_expert_hub'):.1f} | {mean('seconds', 'b_oracle'):.1f} | "
-               f"{mean('seconds', 'c_dat'):.1f} | {np.mean([r['ratios']['b/a seconds'] for r in results]):.1f}x | "
-               f"{np.mean([r['ratios']['c/a seconds'] for r in results]):.1f}x | "
-               f"{np.mean([r['ratios']['c/a flops'] for r in results]):.1f}x | "
-               f"{np.mean([r['ratios'].get('c/a flops before finetune', np.nan) for r in results]):.1f}x | "
-               f"{100 * mean('accuracy', 'a_expert_hub'):.1f} | {100 * mean('accuracy', 'b_oracle'):.1f} | "
-               f"{100 * mean('accuracy', 'c_dat'):.1f} |")
-  lines.append("")
-  n = max(len(results), 1)
-  for group, e in one_off.items():
-    lines.append(f"One-off {group} ({e['models']} models): {e['seconds']:.0f} s, {e['flops'] / 1e12:.2f} TFLOPs; "
-                 f"amortised over {n} tasks: {e['seconds'] / n:.1f} s per task.")
-  return "\n".join(lines)
-
-
-def plot(results, path):
-  """Cost per task (log seconds) of the three routes, and their test accuracy."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  names = [r["task"].split("/")[-1] for r in results]
-  routes = [("a_expert_hub", "(a) expert_hub"), ("b_oracle", "(b) oracle"), ("c_dat", "(c) DAT")]
-  x = np.arange(len(results))
-  fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(results)), 4))
-  for i, (key, label) in enumerate(routes):
-    axes[0].bar(x + (i - 1) * 0.27, [r[key]["seconds"] for r in results], 0.27, label=label)
-    axes[1].bar(x + (i - 1) * 0.27, [100 * r[key]["accuracy"] for r in results], 0.27, label=label)
-  axes[0].set_yscale("log")
-  axes[0].set_ylabel("wall seconds per task (log)")
-  axes[1].set_ylabel("test top-1 (%)")
-  for ax in axes:
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=30, ha="right")
-  axes[0].legend()
-  report.save_figure(fig, path)

@@ -1,7 +1,8 @@
 """How well each selection proxy predicts transfer: every expert fine-tuned (the oracle) against each proxy's pick.
 
-Per task: score every expert by every proxy (scoring.score_tasks, all tasks expert-major), fine-tune every model some proxy ranked (the
-experts, and the generalist when the `generalist` reference or Domain Prediction asks for it), then per proxy:
+Per task: score every expert by every proxy (scoring.score_tasks, all tasks expert-major), fine-tune every
+model some proxy ranked (the experts, and the generalist when the `generalist` reference or Domain
+Prediction asks for it), then per proxy:
   selected      the proxy's pick;
   regret        oracle accuracy - fine-tuned accuracy of the pick (>= 0; the oracle is the best fine-tuned model
                 of that pool, so it may be the generalist, unlike the pipeline's `oracle_expert`);
@@ -15,21 +16,20 @@ Resumable: `<workdir>/tasks/<task>/proxies.json` holds the proxy scores and `<wo
 <model>.json` each fine-tune result; a re-run reuses both. With `pipeline_workdir`, fine-tuned accuracies come
 from a pipeline run's `tasks/<task>/task_result.json` (run with `oracle`, it fine-tuned every module) and only
 models it lacks are fine-tuned. Writes `<workdir>/proxy_evaluation.json`, `proxy_evaluation.md`,
-`proxy_regret.png` and one `proxy_scores_<proxy>.png` per proxy.
+`proxy_regret.png` and one `proxy_scores_<proxy>.png` per proxy (drawn by report.py).
 """
 
-import dataclasses
 import logging
 import math
 import os
-import re
 import time
 
 import numpy as np
 
 from expert_hub import io_utils
-from expert_hub import pipeline
-from expert_hub import report
+from expert_hub.experiments import pipeline
+from expert_hub.experiments import report
+from expert_hub.experiments import stats
 from expert_hub.hub import registry as registry_lib
 from expert_hub.hub import session as session_lib
 from expert_hub.selection import proxies as proxies_lib
@@ -41,63 +41,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PROXIES = "knn,linear_probe,logme,hscore,nce,leep,domain_prediction,generalist,random"
 RESULTS_FILE = "proxy_evaluation.json"
 PROXIES_FILE = "proxies.json"
-ORACLE = "oracle"
-
-
-# ---------------------------------------------------------------------------------------------- statistics
-def _paired(x, y):
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  if x.ndim != 1 or x.shape != y.shape:
-    raise ValueError(f"Rank correlation of shapes {x.shape} and {y.shape}; expected two vectors of one length.")
-  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-    raise ValueError(f"Rank correlation of non-finite values: {x.tolist()} and {y.tolist()}.")
-  return x, y
-
-
-def average_ranks(x):
-  """1-based ranks of x, tied values sharing the mean of their ranks: [10, 20, 20, 30] -> [1, 2.5, 2.5, 4]."""
-  _, inverse, counts = np.unique(np.asarray(x, np.float64), return_inverse=True, return_counts=True)
-  ends = np.cumsum(counts)
-  return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
-
-
-def kendall_tau_b(x, y):
-  """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - tx) (n0 - ty)), tx/ty the pairs tied in x/y.
-
-  Returns nan when undefined (fewer than 2 values, or all of x or all of y tied).
-  """
-  x, y = _paired(x, y)
-  i, j = np.triu_indices(len(x), 1)
-  dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-  n0 = len(i)
-  denominator = math.sqrt(float(n0 - np.sum(dx == 0)) * float(n0 - np.sum(dy == 0)))
-  return float(np.sum(dx * dy) / denominator) if denominator > 0 else math.nan
-
-
-def spearman_rho(x, y):
-  """Spearman's rho: the Pearson correlation of average ranks (ties handled). nan when undefined."""
-  x, y = _paired(x, y)
-  if len(x) < 2:
-    return math.nan
-  rx, ry = average_ranks(x), average_ranks(y)
-  rx, ry = rx - rx.mean(), ry - ry.mean()
-  denominator = math.sqrt(float(np.sum(rx * rx) * np.sum(ry * ry)))
-  return float(np.sum(rx * ry) / denominator) if denominator > 0 else math.nan
-
-
-def oracle_of(accuracy):
-  """(name, accuracy) of the best fine-tuned model; ties go to the first name in sorted order."""
-  if not accuracy:
-    raise ValueError("No fine-tuned accuracies to take the oracle of.")
-  best = max(sorted(accuracy), key=lambda n: accuracy[n])
-  return best, accuracy[best]
-
-
-def regret(accuracy, selected):
-  """Oracle accuracy - the fine-tuned accuracy of `selected` (>= 0), rounded to 4 places as accuracies are."""
-  if selected not in accuracy:
-    raise KeyError(f"No fine-tuned accuracy for {selected!r}; fine-tuned: {sorted(accuracy)}.")
-  return round(oracle_of(accuracy)[1] - accuracy[selected], 4)
+ORACLE = report.ORACLE  # the oracle's row in the results: every model fine-tuned, the best kept
 
 
 def _none_if_nan(value):
@@ -125,8 +69,9 @@ def score_all(tasks, experts, cfg, workdir, image_size, session, proxies, genera
   out, todo = {}, []
   for task in tasks:
     folder = pipeline.task_dir(workdir, task.name)
-    key = {"task": task.name, "experts": list(experts), "proxies": proxies, "generalist": generalist,
-           "split": cfg.split, "k": cfg.k, "backend": cfg.backend, "image_size": image_size}
+    # the task's data, the candidates' modules, the parsed proxies and the config (select.selection_identity)
+    key = {"identity": select.selection_identity(task, experts, cfg, image_size, session, proxies, generalist),
+           "experts": list(experts), "strict": strict}
     path = os.path.join(folder, PROXIES_FILE)
     cached = io_utils.read_json(path) if os.path.exists(path) else {}
     if cached.get("key") == key:
@@ -145,40 +90,41 @@ def score_all(tasks, experts, cfg, workdir, image_size, session, proxies, genera
   return out
 
 
-def _pipeline_finetunes(pipeline_workdir, task):
-  """({name: accuracy}, {name: seconds}) of a pipeline run's fine-tunes of this task."""
+def _pipeline_finetunes(pipeline_workdir, task, task_seeds):
+  """({name: mean accuracy}, {name: seconds}) of a pipeline run's fine-tunes of this task, when they were made
+  on the same seeds (pipeline.finetune_seeds); ({}, {}) with a warning otherwise."""
   path = os.path.join(pipeline.task_dir(pipeline_workdir, task.name), "task_result.json")
   result = io_utils.read_json(path, missing=(
       f"No pipeline result for task {task.name!r} in pipeline_workdir {pipeline_workdir!r}: expected {path} "
       "(written by run_pipeline for each task it finished)."))
+  if result.get("seeds") != task_seeds:
+    log.warning("[evaluate_proxies %s] the pipeline run in %s fine-tuned on seeds %s, this run on %s (another "
+                "config seed or seeds count); not reusing its fine-tunes.", task.name, pipeline_workdir,
+                result.get("seeds"), task_seeds)
+    return {}, {}
   seconds = result.get("seconds", {}).get("finetune", {})
-  return dict(result["finetune_accuracy"]), {n: seconds.get(n, 0.0) for n in result["finetune_accuracy"]}
+  accuracy = {n: round(float(np.mean(a)), 4) for n, a in result["seed_accuracy"].items()}
+  return accuracy, {n: seconds.get(n, 0.0) for n in accuracy}
 
 
-def _finetune_all(task, handles, names, cfg, out, session, reused):
-  """Fine-tunes every handle whose name is not in `reused`, each cached in `out/finetune/<name>.json` (reused
-  only for the same handle and fine-tune settings)."""
+def _finetune_all(task, handles, names, cfg, out, session, reused, task_seeds):
+  """Fine-tunes every handle whose name is not in `reused` on each of the task's seeds (mean accuracy, summed
+  seconds), each (model, seed) kept in `out/finetune/` and reused only when made from the same inputs
+  (pipeline.finetune_once)."""
   accuracy, seconds, finetuner = {}, {}, None
-  settings = dataclasses.asdict(cfg.finetune)  # a cached fine-tune counts only if made with these settings
   todo = [h for h in handles if names[h] not in reused]
   start = time.time()
   for i, handle in enumerate(todo):
     name = names[handle]
-    path = os.path.join(out, "finetune", re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") + ".json")
-    result = io_utils.read_json(path) if os.path.exists(path) else None
-    if result is not None and result.get("expert") == handle and result.get("finetune_config") == settings:
-      log.info("[evaluate_proxies %s] %d/%d %s already fine-tuned; reusing %s.", task.name, i + 1, len(todo),
-               name, path)
-    else:
-      finetuner = finetuner or finetune_lib.Finetuner(task, cfg.finetune, session=session)
-      result = dict(finetuner.run(handle), finetune_config=settings)
-      io_utils.atomic_write_json(path, result)
-      rate = result["steps"] * result["batch_size"] / max(result["seconds"], 1e-9)
-      eta = (time.time() - start) / (i + 1) * (len(todo) - i - 1)
-      log.info("[evaluate_proxies %s] fine-tuned %d/%d %s: test accuracy %.4f (%.1f s, %.0f img/s) ETA %s",
-               task.name, i + 1, len(todo), name, result["test_accuracy"], result["seconds"], rate,
-               trainer.format_seconds(eta))
-    accuracy[name], seconds[name] = result["test_accuracy"], result["seconds"]
+    finetuner = finetuner or finetune_lib.Finetuner(task, cfg.finetune, seed=task_seeds[0], session=session)
+    runs = [pipeline.finetune_once(finetuner, name, handle, out, seed) for seed in task_seeds]
+    accuracy[name] = round(float(np.mean([r["test_accuracy"] for r in runs])), 4)
+    seconds[name] = round(sum(r["seconds"] for r in runs), 2)
+    rate = sum(r["steps"] * r["batch_size"] for r in runs) / max(seconds[name], 1e-9)
+    eta = (time.time() - start) / (i + 1) * (len(todo) - i - 1)
+    log.info("[evaluate_proxies %s] %d/%d %s: test accuracy %.4f over %d seed(s) (%.1f s, %.0f img/s) ETA %s",
+             task.name, i + 1, len(todo), name, accuracy[name], len(runs), seconds[name], rate,
+             trainer.format_seconds(eta))
   return accuracy, seconds
 
 
@@ -200,8 +146,8 @@ def _proxy_record(record, names, accuracy, finetune_total, scored):
   selection_seconds = record["seconds"] + input_seconds
   return {
       "selected": selected, "selected_accuracy": accuracy.get(selected),
-      "regret": regret(accuracy, selected) if selected else None,
-      "kendall_tau": _none_if_nan(kendall_tau_b(x, y)), "spearman_rho": _none_if_nan(spearman_rho(x, y)),
+      "regret": stats.regret(accuracy, selected) if selected else None,
+      "kendall_tau": _none_if_nan(stats.kendall_tau_b(x, y)), "spearman_rho": _none_if_nan(stats.spearman_rho(x, y)),
       "num_scored": len(paired), "scores": scores,
       "skipped": {names.get(e, e): why for e, why in record["skipped"].items()},
       "proxy_seconds": round(record["seconds"], 3), "input_seconds": round(input_seconds, 3),
@@ -222,9 +168,10 @@ def evaluate_task(task, experts, cfg, workdir, image_size, export_dirs=None, pro
   ranked = list(dict.fromkeys(list(experts) + [r["expert"] for label in scored["order"]
                                                for r in scored["proxies"][label]["ranking"]]))
   names = _module_names(session, ranked)
+  task_seeds = pipeline.finetune_seeds(cfg, task.name)  # the pipeline's: its fine-tunes pair with these
   accuracy, seconds, source = {}, {}, "finetuned"
   if pipeline_workdir:
-    from_pipeline, pipeline_seconds = _pipeline_finetunes(pipeline_workdir, task)
+    from_pipeline, pipeline_seconds = _pipeline_finetunes(pipeline_workdir, task, task_seeds)
     accuracy = {n: a for n, a in from_pipeline.items() if n in names.values()}
     seconds = {n: pipeline_seconds[n] for n in accuracy}
     source = "pipeline"
@@ -233,11 +180,11 @@ def evaluate_task(task, experts, cfg, workdir, image_size, export_dirs=None, pro
       log.warning("[evaluate_proxies %s] the pipeline run fine-tuned no %s; fine-tuning them here.", task.name,
                   lacking)
       source = "pipeline+finetuned"
-  more_accuracy, more_seconds = _finetune_all(task, ranked, names, cfg, out, session, reused=set(accuracy))
+  more_accuracy, more_seconds = _finetune_all(task, ranked, names, cfg, out, session, set(accuracy), task_seeds)
   accuracy.update(more_accuracy)
   seconds.update(more_seconds)
   finetune_total = round(sum(seconds.values()), 2)
-  oracle, oracle_accuracy = oracle_of(accuracy)
+  oracle, oracle_accuracy = stats.oracle_of(accuracy)
   records = {label: _proxy_record(scored["proxies"][label], names, accuracy, finetune_total, scored)
              for label in scored["order"]}
   return {"task": task.name, "domain": task.domain, "num_classes": task.num_classes,
@@ -329,106 +276,8 @@ def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None,
   out = {"config": cfg.name, "proxies": order, "pipeline_workdir": pipeline_workdir, "tasks": results,
          "summary": summarize(results, order), "seconds": round(time.time() - t0, 2)}
   io_utils.atomic_write_json(os.path.join(workdir, RESULTS_FILE), out)
-  io_utils.atomic_write_text(os.path.join(workdir, "proxy_evaluation.md"), markdown_table(out) + "\n")
-  plot_scores(out, workdir)
-  plot_regret(out, os.path.join(workdir, "proxy_regret.png"))
+  io_utils.atomic_write_text(os.path.join(workdir, "proxy_evaluation.md"), report.proxy_markdown_table(out) + "\n")
+  report.plot_proxy_scores(out, workdir)
+  report.plot_proxy_regret(out, os.path.join(workdir, "proxy_regret.png"))
   return out
 
-
-# ---------------------------------------------------------------------------------------------- presentation
-def _num(x, digits=2):
-  return "-" if x is None else f"{x:.{digits}f}"
-
-
-def markdown_table(results):
-  """A summary table (a row per proxy, then the oracle) and a per-task table of picks and regrets."""
-  summary, tasks = results["summary"], results["tasks"]
-  rows = ["| proxy | mean regret | max regret | oracle hits | Kendall τ-b | Spearman ρ | selection s | "
-          "vs fine-tune all |", "|---|---|---|---|---|---|---|---|"]
-  for label, s in summary.items():
-    rows.append(f"| {label} | {report.percent(s['mean_regret'])} | {report.percent(s['max_regret'])} | "
-                f"{s['oracle_hits']}/{s['num_tasks']} | {_num(s['mean_kendall_tau'])} | "
-                f"{_num(s['mean_spearman_rho'])} | {s['selection_seconds']:.1f} | "
-                f"{_num(None if s['cost_vs_finetune_all'] is None else 100 * s['cost_vs_finetune_all'], 1)}% |")
-  labels = list(results["proxies"]) + [ORACLE]
-  rows += ["", "| task | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-  for t in tasks:
-    cells = []
-    for label in labels:
-      r = t[ORACLE] if label == ORACLE else t["proxies"][label]
-      cells.append("-" if r["selected"] is None else
-                   f"{r['selected']} {report.percent(r['selected_accuracy'])} ({report.percent(r['regret'])})")
-    rows.append(f"| {t['task']} | " + " | ".join(cells) + " |")
-  return ("\n".join(rows) + "\n\nRegret: oracle test top-1 minus the fine-tuned test top-1 of the proxy's pick "
-          "(points). Oracle hits: tasks where the pick is the best fine-tuned model. τ-b and ρ: between proxy scores "
-          "and fine-tuned accuracies, mean over tasks where defined. Selection s: proxy + the inputs it reads "
-          "(embeddings, logits), all tasks; vs fine-tune all: that over the seconds of fine-tuning every model. "
-          "Per task: pick, its accuracy (regret).")
-
-
-def _slug(label):
-  return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
-
-
-def plot_scores(results, workdir):
-  """One PNG per proxy, `proxy_scores_<proxy>.png`: a subplot per task of proxy score vs fine-tuned accuracy,
-  the pick marked with a star and the oracle ringed. Returns the paths written."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  tasks, paths = results["tasks"], []
-  cols = min(4, len(tasks))
-  rows = math.ceil(len(tasks) / cols)
-  for label in results["proxies"]:
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
-    for ax, t in zip(axes.flat, tasks):
-      r = t["proxies"][label]
-      names = [n for n in r["scores"] if n in t["finetune_accuracy"]]
-      x = [r["scores"][n] for n in names]
-      y = [100 * t["finetune_accuracy"][n] for n in names]
-      ax.scatter(x, y, s=18, color="tab:blue")
-      for n, xi, yi in zip(names, x, y):
-        if n == r["selected"]:
-          ax.scatter([xi], [yi], marker="*", s=160, color="tab:orange", zorder=3, label="pick")
-        if n == t[ORACLE]["selected"]:
-          ax.scatter([xi], [yi], s=110, facecolors="none", edgecolors="tab:red", zorder=4, label="oracle")
-      ax.set_title(f"{t['task'].split('/')[-1][:28]}\nτ={_num(r['kendall_tau'])} ρ={_num(r['spearman_rho'])}",
-                   fontsize=9)
-      ax.tick_params(labelsize=7)
-    for ax in axes.flat[len(tasks):]:
-      ax.axis("off")
-    for ax in axes[:, 0]:
-      ax.set_ylabel("fine-tuned top-1 (%)", fontsize=8)
-    for ax in axes[-1, :]:
-      ax.set_xlabel(f"{label} score", fontsize=8)
-    handles, legend_labels = axes.flat[0].get_legend_handles_labels()
-    unique = dict(zip(legend_labels, handles))
-    if unique:
-      fig.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8)
-    fig.suptitle(f"proxy {label}: score vs fine-tuned accuracy per task", fontsize=10)
-    path = os.path.join(workdir, f"proxy_scores_{_slug(label)}.png")
-    report.save_figure(fig, path)
-    paths.append(path)
-  return paths
-
-
-def plot_regret(results, path):
-  """Bars of each proxy's mean regret (points), with every task's regret as a dot; the oracle is 0."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  labels = list(results["proxies"])
-  x = np.arange(len(labels))
-  fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 4))
-  means = [100 * (results["summary"][label]["mean_regret"] or 0) for label in labels]
-  ax.bar(x, means, 0.6, color="tab:blue", alpha=0.7, label="mean over tasks")
-  for i, label in enumerate(labels):
-    per_task = [100 * t["proxies"][label]["regret"] for t in results["tasks"]
-                if t["proxies"][label]["regret"] is not None]
-    ax.scatter(np.full(len(per_task), i), per_task, s=12, color="black", zorder=3,
-               label="one task" if i == 0 else None)
-  ax.set_xticks(x, labels, rotation=30, ha="right")
-  ax.set_ylabel("regret (top-1 points)")
-  ax.set_title(f"expert_hub ({results.get('config', '')}): regret of each proxy's pick vs the oracle")
-  ax.legend()
-  report.save_figure(fig, path)

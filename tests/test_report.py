@@ -1,0 +1,62 @@
+"""The experiments' tables and plots (experiments/report.py) from hand-made results: cells, CSV rows and PNGs."""
+
+import csv
+import io
+import os
+
+from expert_hub.experiments import report
+from expert_hub.experiments import vtab_runner
+from expert_hub.tasks import vtab
+
+
+def _proxy_results():
+  """Two tasks, proxies knn and random; random picks nothing on the second task."""
+  def record(selected, accuracy, regret, scores):
+    return {"selected": selected, "selected_accuracy": accuracy, "regret": regret, "kendall_tau": 0.5,
+            "spearman_rho": None, "scores": scores}
+  tasks = [{"task": "world/a", "finetune_accuracy": {"x": 0.7, "y": 0.6},
+            "oracle": {"selected": "x", "selected_accuracy": 0.7, "regret": 0.0},
+            "proxies": {"knn": record("x", 0.7, 0.0, {"x": 2.0, "y": 1.0}),
+                        "random": record("y", 0.6, 0.1, {"x": 0.1, "y": 0.2})}},
+           {"task": "world/b", "finetune_accuracy": {"x": 0.5, "y": 0.8},
+            "oracle": {"selected": "y", "selected_accuracy": 0.8, "regret": 0.0},
+            "proxies": {"knn": record("x", 0.5, 0.3, {"x": 2.0, "y": 1.0}),
+                        "random": record(None, None, None, {})}}]
+  row = lambda mean, hits, tasks: {"mean_regret": mean, "max_regret": mean, "oracle_hits": hits, "num_tasks": tasks,
+                                   "mean_kendall_tau": 0.5, "mean_spearman_rho": None, "selection_seconds": 2.0,
+                                   "cost_vs_finetune_all": 0.0125}
+  summary = {"knn": row(0.15, 1, 2), "random": row(0.1, 0, 1), report.ORACLE: row(0.0, 2, 2)}
+  return {"config": "tiny", "proxies": ["knn", "random"], "tasks": tasks, "summary": summary}
+
+
+def test_proxy_table_rows_and_cells():
+  lines = report.proxy_markdown_table(_proxy_results()).splitlines()
+  assert lines[2] == "| knn | 15.0 | 15.0 | 1/2 | 0.50 | - | 2.0 | 1.2% |"
+  assert lines[4] == "| oracle | 0.0 | 0.0 | 2/2 | 0.50 | - | 2.0 | 1.2% |"
+  assert "| world/a | x 70.0 (0.0) | y 60.0 (10.0) | x 70.0 (0.0) |" in lines
+  assert "| world/b | x 50.0 (30.0) | - | y 80.0 (0.0) |" in lines  # random picked nothing there
+
+
+def test_proxy_plots_write_one_png_per_proxy(tmp_path):
+  results = _proxy_results()
+  paths = report.plot_proxy_scores(results, str(tmp_path))
+  assert paths == [os.path.join(str(tmp_path), f"proxy_scores_{p}.png") for p in results["proxies"]]
+  report.plot_proxy_regret(results, str(tmp_path / "regret.png"))
+  for path in paths + [str(tmp_path / "regret.png")]:
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_leaderboard_csv_from_the_leaderboard_json_runs(tmp_path):
+  first, last = vtab.TASKS.names()[0], vtab.TASKS.names()[-1]
+  tasks = {first: {"test_accuracy": 0.5}, last: {"test_accuracy": 0.25}}
+  runs = {"shapes": {"run": "shapes", "expert": "world32/shapes/1", "tasks": tasks,
+                     "summary": vtab_runner.summarize(tasks)}}
+  rows = list(csv.reader(io.StringIO(report.leaderboard_csv(runs))))
+  assert rows[0][:3] == ["run", "expert", first] and rows[0][-2:] == ["mean", "tasks_done"]
+  row = dict(zip(rows[0], rows[1]))
+  assert (row["run"], row["expert"], row[first], row[last]) == ("shapes", "world32/shapes/1", "50.0", "25.0")
+  assert row["mean"] == "37.5" and row["tasks_done"] == f"2/{len(vtab.TASKS.names())}"
+  assert row[vtab.TASKS.names()[1]] == ""  # a task not run is an empty cell
+  report.plot_vtab_group(runs, vtab.GROUPS[0], str(tmp_path / "group.png"))
+  assert os.path.getsize(tmp_path / "group.png") > 1000
