@@ -96,6 +96,9 @@ def test_the_same_module_name_in_two_export_dirs_is_an_error_naming_both(tmp_pat
 def test_a_link_out_of_the_export_dir_does_not_inherit_its_trust(tmp_path, linked):
   elsewhere = tmp_path / "elsewhere" / "module"
   tf.saved_model.save(_WritesFiles(), str(elsewhere))  # WriteFile: outside the allowlist
+  with open(elsewhere / export.METADATA_FILE, "w") as f:  # one of ours: only then can location trust it
+    json.dump({"upstream": "mini", "name": "writer", "version": 1, "kind": "full",
+               "sha256": export._file_hashes(str(elsewhere))}, f)  # pylint: disable=protected-access
   exports = tmp_path / "exports"
   inside = exports / "mini" / "writer" / "1"
   shutil.copytree(elsewhere, inside)

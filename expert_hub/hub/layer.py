@@ -7,6 +7,7 @@ module's `__call__` and adds its `regularization_losses`.
 
 import contextlib
 import contextvars
+import os
 
 import keras
 import tensorflow as tf
@@ -28,7 +29,8 @@ class ExpertLayer(keras.layers.Layer):
     handle: expert name ("shapes", "world32/shapes/1"), module path or URL.
     trainable: fine-tune the module's trainable variables.
     export_dirs: where names are looked up (default: $EXPERT_HUB_EXPORT_DIRS); modules inside are trusted.
-    allow_unsafe_ops: load a module from elsewhere even if its graph has ops outside the allowlist.
+    allow_unsafe_ops: load a module from elsewhere even if its graph has ops outside the allowlist. Never saved
+      in the layer's config: a `.keras` file cannot carry it; whoever loads one says it again (`loading`).
     train_adapters_only: with trainable=True, train only the adapters of an adapter expert (variables named
       "adapter_*"); the trunk stays frozen, as when the expert was trained.
     session: a session.ModuleSession to take the module from (loaded once per process, its saved weights back
@@ -92,14 +94,27 @@ class ExpertLayer(keras.layers.Layer):
     export_dirs = config.pop("export_dirs", None)
     session = session_lib.ModuleSession(registry_lib.Registry(export_dirs),
                                         trusted_dirs=list(trusted) + registry_lib.default_export_dirs())
-    return cls(allow_unsafe_ops=config.get("handle") in allowed, export_dirs=export_dirs, session=session,
-               **config)
+    allow = False
+    if allowed and config.get("handle") is not None:
+      module_path = os.path.realpath(session.local_path(config["handle"])[0])
+      allow = config["handle"] in allowed or module_path in {os.path.realpath(a) for a in allowed}
+    return cls(allow_unsafe_ops=allow, export_dirs=export_dirs, session=session, **config)
 
   @staticmethod
   @contextlib.contextmanager
   def loading(allow_unsafe_ops_for=(), trusted_dirs=()):
-    """While loading a saved model, allows the named handles' unsafe ops and trusts `trusted_dirs`' modules
-    (both are the caller's decision, never the file's)."""
+    """While loading a saved model, allows unsafe ops for the modules named in `allow_unsafe_ops_for` (handles
+    as the file records them, or module folders) and trusts `trusted_dirs`' modules for their ops: both are
+    the caller's decision, never the file's. Modules not named stay checked, so one allowed module does not
+    open the door for the others a file names.
+
+    Usage:
+      with ExpertLayer.loading(allow_unsafe_ops_for=["/modules/custom_op_net"]):
+        model = keras.saving.load_model("model.keras")
+    """
+    if isinstance(allow_unsafe_ops_for, str) or isinstance(trusted_dirs, str):
+      raise TypeError(f"allow_unsafe_ops_for and trusted_dirs are lists of handles or folders; got "
+                      f"{allow_unsafe_ops_for!r} and {trusted_dirs!r}.")
     token = _LOADING.set((frozenset(allow_unsafe_ops_for), tuple(trusted_dirs)))
     try:
       yield

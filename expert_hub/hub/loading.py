@@ -1,10 +1,16 @@
-"""Loading hub modules safely: every load verifies the sha256 manifest and, for modules from outside the
-registry's own export dirs, checks the graph against an allowlist of ops.
+"""Loading hub modules safely: every load verifies the module's files and, for modules not trusted by where
+they are, checks the graph against an allowlist of ops.
 
-A SavedModel is a program: loading one from elsewhere can run arbitrary TensorFlow ops (write files, call
-Python, reach the network) when it is called. `load_module` refuses graphs with ops outside ALLOWED_OPS unless
-the caller passes `allow_unsafe_ops=True`. Checkpoint save/restore ops are allowed only inside the SavedModel's
-own saver functions (every SavedModel has them), never in callable functions.
+Files (verify_manifest): a module written by expert_hub carries expert.json, whose sha256 manifest lists every
+other file of the module; all must match, none may be added, linked or missing. A manifest proves integrity
+against accidents (a truncated copy, a file edited or lost), not authenticity: whoever can write the folder can
+rewrite its manifest. Trust comes from where a module came from: the registry's export dirs (ours, trusted
+for their ops), or a published module's trust-on-first-use record (trust.py).
+
+Ops (check_ops): a SavedModel is a program: loading one from elsewhere can run arbitrary TensorFlow ops (write
+files, call Python, reach the network) when it is loaded or called. Every module but ours inside trusted dirs
+is scanned: every function TensorFlow's loader runs or hands to a caller may use ALLOWED_OPS only
+(disallowed_ops says how that set is derived), unless the caller passes `allow_unsafe_ops=True`.
 """
 
 import collections
@@ -12,6 +18,7 @@ import os
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
 
 from expert_hub.hub import export
 from expert_hub.hub import published
@@ -31,21 +38,43 @@ Softplus Split SplitV Sqrt Square SquaredDifference Squeeze StatefulPartitionedC
 StopGradient StridedSlice Sub Sum Switch Tanh Tile TopKV2 Transpose Unpack VarHandleOp Where While ZerosLike
 """.split())
 
-# Ops every SavedModel's own saver functions use; allowed there and nowhere else.
+# Ops of the checkpoint functions tf.saved_model.save writes for TF1 loaders (the saver_def's save and restore).
+# TensorFlow 2's loader never runs those functions (it restores through its own Python saver), so these ops are
+# allowed in functions that nothing a TF2 load runs or hands out can reach, and nowhere else: in a callable
+# function SaveV2 writes and MergeV2Checkpoints deletes files wherever its constants say.
 SAVER_OPS = frozenset("MergeV2Checkpoints RestoreV2 SaveV2 ShardedFilename StaticRegexFullMatch StringJoin".split())
+
+# FunctionDef attributes by which TensorFlow may swap one function for another at run time (grappler's
+# implementation selector picks among functions with the same "api_implements").
+_SWAP_ATTRS = ("api_implements", "_implements")
 
 
 class UnsafeModuleError(ValueError):
   """A module whose graph uses ops outside the allowlist."""
 
 
-def _called(node_defs):
+def _func_names(attr_value):
+  """Function names an AttrValue refers to, nested NameAttrList attributes included."""
+  funcs = ([attr_value.func] if attr_value.HasField("func") else []) + list(attr_value.list.func)
+  for func in funcs:
+    yield func.name
+    for nested in func.attr.values():
+      yield from _func_names(nested)
+
+
+def _is_call(op, functions):
+  """Whether a node's op names a library function (a direct call) rather than a registered op."""
+  return op in functions and op_def_registry.get(op) is None
+
+
+def _called(node_defs, functions):
+  """Library functions the nodes call: function-valued attributes (PartitionedCall and StatefulPartitionedCall
+  `f`, If/While/Case branches and bodies, any other) and nodes whose op is itself a library function."""
   for node in node_defs:
+    if _is_call(node.op, functions):
+      yield node.op
     for attr in node.attr.values():
-      if attr.HasField("func"):
-        yield attr.func.name
-      for f in attr.list.func:
-        yield f.name
+      yield from _func_names(attr)
 
 
 def read_saved_model_proto(path):
@@ -60,67 +89,66 @@ def read_saved_model_proto(path):
 
 
 def _reachable(roots, functions):
-  """Names of the library functions reachable from `roots` through function-valued attributes (calls,
-  If/While branches and bodies, gradients): everything that runs when a root runs."""
+  """Names of the library functions that run when one of `roots` runs (the roots included), transitively."""
   seen, stack = set(), [r for r in roots if r in functions]
   while stack:
     name = stack.pop()
     if name in seen:
       continue
     seen.add(name)
-    stack.extend(n for n in _called(functions[name].node_def) if n in functions and n not in seen)
+    stack.extend(n for n in _called(functions[name].node_def, functions) if n in functions and n not in seen)
   return seen
 
 
-def _loader_functions(mg):
-  """(callable roots, restore roots) of a meta graph's object graph.
+def takes_tf2_path(sm):
+  """Whether tf.saved_model.load restores `sm` as a TF2 object graph, by TensorFlow's own rule (load.py
+  load_partial): exactly one meta graph, with an object graph. Anything else goes through load_v1_in_v2, which
+  runs the graph's own saver_def restore op and init op while loading."""
+  return len(sm.meta_graphs) == 1 and sm.meta_graphs[0].HasField("object_graph_def")
 
-  Callable: every concrete function of the object graph (what `module.f(...)`, signatures and Keras layers
-  call). Restore: the save/restore functions of saveable objects, which tf.saved_model.load itself runs to
-  restore them. The saver_def's graph nodes are run only by TF1 loaders; their functions get no exemption a
-  caller could reach (a crafted saver_def naming `__call__` exempts nothing).
-  """
-  og = mg.object_graph_def
-  callable_roots = set(og.concrete_functions)
-  restore_roots = set()
+
+def _tf2_run_roots(mg):
+  """Library functions a TF2 load runs or hands to its caller: every concrete function of the object graph
+  (methods, signatures, the save/restore functions of saveable objects and the create/initialize functions of
+  resources, which the loader runs itself), every gradient function (run by tf.GradientTape, for fine-tuning)
+  and every function TensorFlow may swap in for another (_SWAP_ATTRS)."""
+  og, library = mg.object_graph_def, mg.graph_def.library
+  roots = set(og.concrete_functions)
   for node in og.nodes:
-    if node.WhichOneof("kind") == "function":
-      callable_roots.update(node.function.concrete_functions)
-    elif node.WhichOneof("kind") == "bare_concrete_function":
-      callable_roots.add(node.bare_concrete_function.concrete_function_name)
-    for saveable in node.saveable_objects.values():
-      for ref in (saveable.save_function, saveable.restore_function):
-        target = og.nodes[ref] if 0 < ref < len(og.nodes) else None
-        if target is not None and target.WhichOneof("kind") == "bare_concrete_function":
-          restore_roots.add(target.bare_concrete_function.concrete_function_name)
-  return callable_roots, restore_roots
+    kind = node.WhichOneof("kind")
+    if kind == "function":
+      roots.update(node.function.concrete_functions)
+    elif kind == "bare_concrete_function":
+      roots.add(node.bare_concrete_function.concrete_function_name)
+  roots.update(g.gradient_func for g in library.gradient)
+  roots.update(g.gradient_func for g in library.registered_gradients)
+  roots.update(f.signature.name for f in library.function if any(a in f.attr for a in _SWAP_ATTRS))
+  return roots
 
 
 def disallowed_ops(path):
-  """{op: [function names]} for ops outside the allowlist anywhere a caller or the loader can make them run.
+  """{op: [where]} for the ops of a SavedModel outside the allowlist ("<graph>" or a library function's name).
 
-  Every library function is scanned. Functions a caller can reach (from the object graph's concrete functions)
-  and the top-level graph allow ALLOWED_OPS only; the checkpoint functions that only the loader or a TF1 saver
-  runs (reachable from saveable objects' save/restore functions or the saver_def's nodes, and from no callable
-  function) allow SAVER_OPS as well, and nothing else.
+  What is exempt is derived from what tf.saved_model.load runs, never from what the module says of itself (its
+  saver_def names whatever nodes its author likes). Every function and node is scanned against ALLOWED_OPS;
+  SAVER_OPS pass only in library functions that a TF2 load neither runs nor hands out (not reachable from
+  _tf2_run_roots): the TF1-style checkpoint functions tf.saved_model.save writes beside the object graph. A
+  SavedModel that takes TensorFlow's TF1 path (no object graph, or several meta graphs) gets no exemption: that
+  loader runs the saver_def's restore op itself.
   """
   sm = read_saved_model_proto(path)
+  tf2 = takes_tf2_path(sm)
   bad = {}
   for mg in sm.meta_graphs:
     functions = {f.signature.name: f for f in mg.graph_def.library.function}
-    callable_roots, restore_roots = _loader_functions(mg)
-    saver_nodes = {mg.saver_def.save_tensor_name.split(":")[0], mg.saver_def.restore_op_name.split(":")[0]}
-    callable_funcs = _reachable(callable_roots, functions)
-    saver_roots = set(_called(n for n in mg.graph_def.node if n.name in saver_nodes)) | restore_roots
-    checkpoint_funcs = _reachable(saver_roots, functions) - callable_funcs
-    scopes = [("<graph>", mg.graph_def.node, lambda node: node.name in saver_nodes)]
-    scopes += [(name, f.node_def, (lambda node: True) if name in checkpoint_funcs else (lambda node: False))
+    runs = _reachable(_tf2_run_roots(mg), functions) if tf2 else set(functions)
+    scopes = [("<graph>", mg.graph_def.node, ALLOWED_OPS)]
+    scopes += [(name, f.node_def, ALLOWED_OPS if name in runs else ALLOWED_OPS | SAVER_OPS)
                for name, f in functions.items()]
-    for scope, nodes, may_save in scopes:
+    for scope, nodes, allowed in scopes:
       for node in nodes:
-        if node.op in ALLOWED_OPS or (node.op in SAVER_OPS and may_save(node)):
-          continue
-        bad.setdefault(node.op, []).append(scope)
+        if node.op not in allowed and not _is_call(node.op, functions):  # a call's function is scanned itself
+          bad.setdefault(node.op, []).append(scope)
   return bad
 
 
@@ -154,11 +182,19 @@ def split_handle(resolved):
 
 
 def verify_manifest(path):
-  """Checks every file against the sha256 list of the module's expert.json, when it has one, and a module
-  trusted on first use against its trust record (published.verify), when it has one.
+  """Checks a module's files: one of ours against its expert.json manifest, a published one against its trust
+  record.
+
+  A folder with expert.json is ours and must carry a complete manifest (export.verify_module: every file but
+  expert.json listed by a plain relative path, saved_model.pb included; regular files only, no links; nothing
+  unlisted; every sha256 equal). A folder without one is foreign: nothing in it can say what its files should
+  be, so it is checked against its trust record when it has one (a published module, trusted on first use), and
+  check_ops never trusts it by location. Either check proves the files are the ones exported or first seen
+  (integrity against accidents), not who wrote them.
 
   Raises:
-    ValueError: a file that does not match (trust.UntrustedModuleError for a trust record), named.
+    ValueError: a missing or incomplete manifest, a listed path outside the module, a link or special file, a
+      file missing, unlisted or not matching (trust.UntrustedModuleError for a trust record): each named.
   """
   if os.path.exists(os.path.join(path, export.METADATA_FILE)):
     export.verify_module(path)
@@ -167,17 +203,20 @@ def verify_manifest(path):
 
 def check_ops(path, trusted_dirs, allow_unsafe_ops=False):
   """Raises UnsafeModuleError for a module whose graph has ops outside the allowlist (disallowed_ops), unless
-  it is trusted: one of ours (an expert.json, verified by verify_manifest) whose files all really are inside
-  `trusted_dirs`, or `allow_unsafe_ops`."""
+  it is trusted: one of ours (an expert.json) whose files all really are inside `trusted_dirs`, or
+  `allow_unsafe_ops`. Run verify_manifest first (load_module and ModuleSession do): trust by location holds
+  for the files the manifest vouches for."""
   ours = os.path.exists(os.path.join(path, export.METADATA_FILE))
   if allow_unsafe_ops or (ours and _inside(path, trusted_dirs)):
     return
   bad = disallowed_ops(path)
   if bad:
     listing = ", ".join(f"{op} (in {sorted(set(scopes))[:2]})" for op, scopes in sorted(bad.items()))
-    raise UnsafeModuleError(f"Module {path!r} uses ops outside expert_hub's allowlist: {listing}. Load it only "
-                            "if you trust its author, from Python with allow_unsafe_ops=True (ModuleSession, "
-                            "load_module, ExpertLayer); no command-line flag skips this check.")
+    raise UnsafeModuleError(
+        f"Module {path!r} uses ops outside expert_hub's allowlist: {listing}. Load it only if you trust its "
+        "author, from Python: allow_unsafe_ops=True to load_module, ModuleSession or ExpertLayer, or for a "
+        "saved Keras model `with ExpertLayer.loading(allow_unsafe_ops_for=[handle]):` around "
+        "keras.saving.load_model. No command-line flag skips this check.")
 
 
 def load_saved_model(path):

@@ -3,7 +3,9 @@
 A published module (Kaggle Models, tfhub.dev) carries no expert.json, so nothing inside it says what its files
 should be. The first time expert_hub uses one it records the sha256 of every file under its folder in a trust
 file; every later load checks the folder against that record and refuses a file that changed, went missing or
-appeared, naming it. The record is keyed by the module's real local path and keeps the handle it came from.
+appeared, naming it. Only regular files are hashed: a symbolic link or special file in the folder is refused,
+never followed. Like a manifest, a record proves the files are the ones first seen, not who wrote them. The
+record is keyed by the module's real local path and keeps the handle it came from.
 
 The trust file is a JSON file outside the module folders: `$EXPERT_HUB_TRUST_FILE` when set, otherwise the one
 the caller names (published.py keeps one in the root of the cache the module sits in). Writes are atomic.
@@ -13,6 +15,7 @@ import contextlib
 import datetime
 import fcntl
 import os
+import stat
 
 from expert_hub import io_utils
 
@@ -30,12 +33,25 @@ def trust_file(default):
 
 
 def file_hashes(folder):
-  """{relative path: sha256} of every file under `folder` (sorted; symlinks followed)."""
+  """{relative POSIX path: sha256} of every file under `folder`, sorted.
+
+  Raises:
+    UntrustedModuleError: a symbolic link (file or folder) or anything but a regular file under `folder`: a
+      link would stand for files outside the record's reach (and a link to /dev/zero, a FIFO or a device would
+      hang the hash), so it is refused, named, rather than followed.
+  """
   hashes = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
+  for root, dirs, files in os.walk(folder, followlinks=False):
+    for name in sorted(dirs) + sorted(files):
       path = os.path.join(root, name)
-      hashes[os.path.relpath(path, folder)] = io_utils.sha256_file(path)
+      rel = os.path.relpath(path, folder).replace(os.sep, "/")
+      mode = os.lstat(path).st_mode
+      if stat.S_ISLNK(mode) or (name in files and not stat.S_ISREG(mode)):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else f"not a regular file ({stat.filemode(mode)})"
+        raise UntrustedModuleError(f"Module folder {folder!r}: {rel!r} is {kind}; a module to trust holds "
+                                   "regular files and folders only. Replace it by the file itself.")
+      if name in files:
+        hashes[rel] = io_utils.sha256_file(path)
   return dict(sorted(hashes.items()))
 
 
@@ -77,6 +93,9 @@ def record(folder, handle, trust_path, source=None):
 
   Returns:
     (record dict, True if it was recorded just now).
+
+  Raises:
+    UntrustedModuleError: a link or special file in the folder (file_hashes), named.
   """
   key = _key(folder)
   known = lookup(folder, trust_path)
