@@ -11,7 +11,6 @@ all N examples, and search time is scaled to N queries (search cost is linear in
 1-NN (k-NN) accuracy on the queries, recall@k is against the exact neighbours.
 """
 
-import json
 import time
 
 from absl import flags

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import run_python
 from expert_hub import configs
+from expert_hub import naming
 from expert_hub.experiments import pipeline
 from expert_hub.experiments import proxy_evaluation as pe
 from expert_hub.hub import registry
@@ -69,14 +70,17 @@ def test_evaluate_proxies_end_to_end_and_resumes(export_dir, tmp_path, smoke_cfg
   task = results["tasks"][0]
   assert task["finetune_source"] == "finetuned" and task["finetune_total_seconds"] > 0
   cached = os.listdir(os.path.join(pipeline.task_dir(workdir, "small"), "finetune"))
-  assert sorted(cached) == sorted(f"{n}.json" for n in names | {"generalist"})
+  task_seeds = pipeline.finetune_seeds(cfg, "small")  # one result per (model, seed)
+  assert sorted(cached) == sorted(f"{naming.folder_name(n)}.seed{s}.json" for n in names | {"generalist"}
+                                  for s in task_seeds)
   # A re-run reuses the proxy scores and every fine-tune.
   caplog.set_level("INFO", logger="expert_hub")
   caplog.clear()
   again = pe.evaluate_proxies([_task()], experts, cfg, workdir, 32, [export_dir], proxies=PROXIES)
   assert again["tasks"] == results["tasks"]
-  assert "proxy scores already computed" in caplog.text and "already fine-tuned" in caplog.text
-  assert "test accuracy" not in caplog.text  # nothing was fine-tuned again
+  assert "proxy scores already computed" in caplog.text
+  assert caplog.text.count("already fine-tuned") == len(cached)  # every (model, seed) reused
+  assert "[finetune small]" not in caplog.text  # nothing was fine-tuned again (Finetuner.run logs this)
   # Bad input is named, before any work.
   with pytest.raises(ValueError, match="No tasks"):
     pe.evaluate_proxies([], experts, cfg, workdir, 32, [export_dir])
@@ -91,11 +95,15 @@ def test_evaluate_proxies_end_to_end_and_resumes(export_dir, tmp_path, smoke_cfg
 
 
 def _fake_pipeline_run(root, task_name, names, config):
-  """A pipeline workdir holding one task's fine-tuned accuracies (made up: `names` in order, best last)."""
+  """A pipeline workdir holding one task's fine-tuned accuracies on the config's seeds (made up: `names` in
+  order, best last; two seeds around each mean)."""
   accuracy = {n: round(0.5 + 0.05 * i, 4) for i, n in enumerate(names)}
+  task_seeds = pipeline.finetune_seeds(configs.get_config(config), task_name)
+  spread = np.linspace(-0.01, 0.01, len(task_seeds))
   out = pipeline.task_dir(str(root), task_name)
   os.makedirs(out)
-  json.dump({"task": task_name, "finetune_accuracy": accuracy,
+  json.dump({"task": task_name, "seeds": task_seeds, "finetune_accuracy": accuracy,
+             "seed_accuracy": {n: [a + d for d in spread] for n, a in accuracy.items()},
              "seconds": {"finetune": {n: 2.0 for n in names}}}, open(os.path.join(out, "task_result.json"), "w"))
   json.dump({"config": config, "tasks": []}, open(os.path.join(str(root), pipeline.RESULTS_FILE), "w"))
   return accuracy

@@ -152,7 +152,6 @@ def test_the_control_starts_from_the_generalist_and_sees_all_upstream_labels(tra
 
 
 if __name__ == "__main__":
-  import sys
   sys.exit(pytest.main([__file__, "-q"]))
 
 

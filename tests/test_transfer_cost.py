@@ -8,6 +8,7 @@ import pytest
 from expert_hub.data import upstream as upstream_data
 from expert_hub.experiments import report
 from expert_hub.experiments import transfer_cost as cost
+from expert_hub.hub import registry
 from expert_hub.hub import session as session_lib
 from expert_hub.models import resnet_v2
 from expert_hub.tasks import sources
@@ -65,7 +66,8 @@ def test_one_task_costs_all_three_routes(trained_workdir, export_dir, smoke_cfg,
   shutil.copytree(trained_workdir, workdir)
   shutil.copytree(export_dir, exports)
   modules = {p.name: str(p) for p in (tmp_path / "export" / smoke_cfg.upstream.name).iterdir()}
-  modules = {n: modules[n] for n in ["generalist"] + sorted(n for n in modules if n != "generalist")[:2]}
+  experts = sorted(n for n in modules if n not in registry.BASELINE_KINDS)[:2]  # not the generalist or control
+  modules = {n: modules[n] for n in ["generalist"] + experts}
   task = sources.get_task("world/colours_novel", data_dir, smoke_cfg.upstream.image_size)
   flops = dict.fromkeys(("embed", "upstream_train", "finetune_train"), 1e7)
   session = session_lib.ModuleSession.for_export_dirs([exports])
@@ -82,6 +84,7 @@ def test_one_task_costs_all_three_routes(trained_workdir, export_dir, smoke_cfg,
   assert cost.measure_task(task, smoke_cfg, workdir, exports, modules, data_dir, flops, session) == result  # cached
   table = report.transfer_cost_markdown([result], cost.one_off_costs(smoke_cfg, workdir, flops))
   assert "colours_novel" in table and "One-off experts (4 models)" in table
+  assert "One-off control (1 models)" in table  # the baseline apart: not part of what experts cost
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from conftest import run_python
-from expert_hub import configs
 from expert_hub import provenance
 from expert_hub.experiments import vtab_runner
 from expert_hub.tasks import get_task
@@ -177,6 +176,7 @@ def test_missing_datasets_say_what_to_put_where(tmp_path, no_network):
 
 # --- Mock data -----------------------------------------------------------------------------------------------
 
+_CLASSES_BY_BUILDER = {spec.split(":")[0].split("/")[0]: classes for _, spec, classes, _ in EXPECTED.values()}
 N_PER_SPLIT = 40  # Every TFDS split string the fake serves has this many examples (take(200) keeps them all).
 
 
@@ -202,8 +202,8 @@ def _fake_examples(builder_name, seed):
       o = rng.randint(40)
       yield {"image": (rng.rand(64, 64, 1) < o / 40).astype(np.uint8), "label_orientation": np.int64(o),
              "label_x_position": np.int64(rng.randint(32))}
-    else:
-      y = rng.randint(10)
+    else:  # a label below the task's class count (TFDS builder name: the spec before ':' and '/')
+      y = rng.randint(min(10, _CLASSES_BY_BUILDER.get(builder_name, 10)))
       yield {"image": np.full([64, 64, 3], 25 * y, np.uint8), "label": np.int64(y)}
 
 

@@ -90,6 +90,8 @@ def finetune_once(finetuner, name, handle, folder, seed=None):
           f"{result_path!r} holds a fine-tune of {done.get('expert')!r} on {done.get('task')!r} made from other "
           f"inputs than this run's ({handle!r} on {finetuner.task.name!r}: another config, module, seed or task "
           "data). Nothing was reused or overwritten; use another workdir, or remove that file to redo it.")
+    log.info("[%s] %s seed %d: already fine-tuned (test accuracy %.4f); reusing %s.", finetuner.task.name, name,
+             seed, done["test_accuracy"], result_path)
     return done
   run_dir = os.path.join(folder, "finetune_runs", stem)
   result = finetuner.run(handle, workdir=run_dir, seed=seed)

@@ -23,6 +23,7 @@ from expert_hub.hub import registry as registry_lib
 from expert_hub.models import resnet_v2
 from expert_hub.selection import embed as embed_lib
 from expert_hub.selection import select
+from expert_hub.train import experts as experts_train
 from expert_hub.train import upstream as upstream_train
 from expert_hub.transfer import dat
 from expert_hub.transfer import finetune as finetune_lib
@@ -151,12 +152,16 @@ def budget_ratios(num_experts, select_images, dat_train_images, finetune_images,
 
 
 def one_off_costs(cfg, workdir, flops):
-  """Seconds and FLOPs of training the generalist and all experts (shared by every task)."""
+  """Seconds and FLOPs of training the generalist and all experts (shared by every task), and of the
+  equal-compute control apart (an evaluation baseline trained like a full expert, not needed to use experts)."""
+  groups = {"generalist": ("generalist", cfg.generalist), "full": ("experts", cfg.experts.full),
+            "adapter": ("experts", cfg.experts.adapter), experts_train.CONTROL: ("control", cfg.experts.full)}
   out = {}
   for folder in export_trained.trained_model_dirs(workdir):
     info = upstream_train.read_model_info(folder)
-    group = "generalist" if info["kind"] == "generalist" else "experts"
-    train_cfg = {"generalist": cfg.generalist, "full": cfg.experts.full, "adapter": cfg.experts.adapter}[info["kind"]]
+    if info["kind"] not in groups:
+      raise ValueError(f"{folder!r} records kind {info['kind']!r}; expected one of {sorted(groups)}.")
+    group, train_cfg = groups[info["kind"]]
     entry = out.setdefault(group, {"seconds": 0.0, "flops": 0, "models": 0})
     entry["seconds"] += info["train"]["seconds"]
     entry["flops"] += TRAIN_PASSES * info["train"]["steps"] * train_cfg.batch_size * flops["upstream_train"]

@@ -168,7 +168,7 @@ def render(info):
             _loading(handle, folder, packed=(sorted(info.get("experts") or {}) or [None])[0] if kind == "pack"
                      else None, endpoints=info.get("endpoints") or (), adapter=kind in ("adapter", "pack")),
             "", "## Integrity", "",
-            f"`expert.json` lists the sha256 of every file of this module but itself (this card included); "
+            "`expert.json` lists the sha256 of every file of this module but itself (this card included); "
             "expert_hub checks them on every load and names any file that differs.", ""]
   return "\n".join(parts)
 
