@@ -11,6 +11,7 @@ import os
 from absl import app
 from absl import flags
 
+from expert_hub import configs
 from expert_hub import flags_common
 from expert_hub import io_utils
 from expert_hub.hub import registry
@@ -26,6 +27,8 @@ flags.DEFINE_string("expert", None, "Expert name, module path or URL; 'auto' rea
 flags.DEFINE_integer("steps", None, "Override the HyperRule's number of steps (an integer >= 1).")
 flags.DEFINE_integer("batch_size", None, "Override the config's fine-tuning batch size (an integer >= 1).")
 flags.DEFINE_integer("image_size", None, "Task image size for world tasks (default: the config's).", lower_bound=1)
+flags.DEFINE_enum("head_init", None, list(configs.HEAD_INITS), "The head fine-tuning starts from (default: the "
+                  "config's): zeros (BiT) or linear_probe (fitted on the frozen features first).")
 flags.mark_flags_as_required(["task", "expert", "workdir"])
 
 
@@ -34,7 +37,7 @@ def main(argv):
   strategy = strategies.make_strategy(FLAGS.strategy)  # first: multi_worker must start before other TF ops
   flags_common.setup_logging()
   cfg = flags_common.load_config()
-  ft = flags_common.override(cfg.finetune, steps=FLAGS.steps, batch_size=FLAGS.batch_size)
+  ft = flags_common.override(cfg.finetune, steps=FLAGS.steps, batch_size=FLAGS.batch_size, head_init=FLAGS.head_init)
   image_size = cfg.upstream.image_size if FLAGS.image_size is None else FLAGS.image_size
   flags_common.check_workdir(FLAGS.workdir)
   export_dirs = None if FLAGS.export_dir is None else [flags_common.check_dir(FLAGS.export_dir, "--export_dir")]

@@ -55,6 +55,52 @@ def test_finetune_writes_finetune_json_and_learns(export_dir, data_dir, tmp_path
   assert result["test_accuracy"] > 1.0 / task.num_classes + 0.15
 
 
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_linear_head_is_the_probe_on_raw_features(num_classes):
+  """The head reproduces the standardised scikit-learn probe on unstandardised features: same probabilities,
+  padding and absent classes at 0, two classes as -z/2, +z/2."""
+  from sklearn import linear_model, preprocessing as sk_preprocessing
+  from expert_hub.transfer import linear_head
+  rng = np.random.default_rng(0)
+  labels = np.arange(60) % num_classes * 2  # classes 0, 2 (, 4): 1 and 3 absent
+  features = rng.normal(size=(60, 5)) * [1, 10, 100, 0.1, 1] + labels[:, None] * [1, 0, 3, 0, 0] + 7
+  kernel, bias = linear_head.fit(features, labels, size=8, l2=0.05)
+  assert kernel.shape == (5, 8) and bias.shape == (8,) and kernel.dtype == np.float32
+  absent = [c for c in range(8) if c not in set(labels)]
+  assert not kernel[:, absent].any() and not bias[absent].any()
+  scaler = sk_preprocessing.StandardScaler().fit(features)
+  probe = linear_model.LogisticRegression(C=1 / (0.05 * 60), max_iter=200).fit(scaler.transform(features), labels)
+  logits = features @ kernel + bias
+  present = logits[:, probe.classes_]
+  probs = np.exp(present - present.max(1, keepdims=True))
+  np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), probe.predict_proba(scaler.transform(features)),
+                             atol=1e-4)
+  if num_classes == 2:
+    np.testing.assert_allclose(kernel[:, 0], -kernel[:, 2], rtol=1e-6)
+  with pytest.raises(ValueError, match="at least 2"):
+    linear_head.fit(features, np.zeros(60, int), size=8)
+  with pytest.raises(ValueError, match=r"labels in \[0, 9\]; expected labels in \[0, 8\)"):
+    linear_head.fit(features, np.arange(60) % 10, size=8)
+  with pytest.raises(ValueError, match="non-finite"):
+    linear_head.fit(np.where(features > 50, np.nan, features), labels, size=8)
+
+
+def test_linear_probe_head_starts_fine_tuning_at_the_probe(export_dir):
+  """With a learning rate too small to move the backbone, a probe head predicts what the frozen features separate
+  (a colour task: nearly all of it); a zero head gets only what one tiny step's tie-breaking gives (~55%)."""
+  from expert_hub.hub import session as session_lib
+  from expert_hub.tasks import synthetic
+  session = session_lib.ModuleSession.for_export_dirs([export_dir])
+  task = synthetic.colour_tasks(1, num_examples=64, num_classes=4)[0]
+  accuracy = {}
+  for head_init in ("zeros", "linear_probe"):
+    cfg = configs.FinetuneConfig(batch_size=16, steps=1, base_lr=1e-9, resize=36, crop=32, head_init=head_init)
+    result = finetune.Finetuner(task, cfg, session=session).run("generalist")
+    assert result["head_init"] == head_init
+    accuracy[head_init] = result["test_accuracy"]
+  assert accuracy["linear_probe"] >= 0.9 and accuracy["linear_probe"] > accuracy["zeros"] + 0.2, accuracy
+
+
 def test_hyperrule():
   s = hyperrule.get_schedule(1000)
   assert (s.steps, s.warmup_steps, s.decay_steps, s.mixup_alpha) == (500, 100, (200, 300, 400), 0.0)

@@ -2,7 +2,7 @@
 
 import importlib
 
-from expert_hub.configs.base import (Config, ExpertsConfig, FinetuneConfig, SelectionConfig,  # noqa: F401
+from expert_hub.configs.base import (HEAD_INITS, Config, ExpertsConfig, FinetuneConfig, SelectionConfig,  # noqa: F401
                                      TrainConfig, UpstreamConfig, replace)
 
 CONFIG_NAMES = ("tiny", "smoke", "paper")

@@ -206,6 +206,9 @@ class SelectionConfig:
     _check_int(self, "batch_size")
 
 
+HEAD_INITS = ("zeros", "linear_probe")
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
   """Downstream fine-tuning: BiT-HyperRule unless overridden.
@@ -217,6 +220,8 @@ class FinetuneConfig:
     steps_scale: multiply the HyperRule schedule (steps, warm-up, boundaries) by this, for cheap runs.
     resize / crop: None for the HyperRule's (160/128 below 96x96 images, else 512/480).
     train_split / test_split: task splits to train on and to report.
+    head_init: the head fine-tuning starts from: "zeros" (BiT) or "linear_probe" (a logistic-regression probe
+      fitted on the frozen features first, LP-FT; transfer/linear_head.py).
   """
   batch_size: int = 512
   base_lr: float = 0.003
@@ -226,9 +231,12 @@ class FinetuneConfig:
   crop: Optional[int] = None
   train_split: str = "train800val200"
   test_split: str = "test"
+  head_init: str = "zeros"
 
   def __post_init__(self):
     _check_int(self, "batch_size")
+    if self.head_init not in HEAD_INITS:
+      raise ValueError(f"FinetuneConfig.head_init={self.head_init!r}; expected one of {list(HEAD_INITS)}.")
     _check_number(self, "base_lr")
     _check_int(self, "steps", optional=True)
     _check_number(self, "steps_scale")

@@ -1,4 +1,5 @@
-"""Fine-tuning an expert on a task: a fresh zero-initialised head, the whole network trained, test top-1.
+"""Fine-tuning an expert on a task: a fresh head (zero, or a linear probe: head_init), the whole network trained,
+test top-1.
 
 `Finetuner` holds one task's data. Modules written by expert_hub carry their architecture in expert.json, so
 they fine-tune in a compiled Keras template whose variables are restored from the module's SavedModel
@@ -32,6 +33,7 @@ from expert_hub.train import schedules
 from expert_hub.train import strategies
 from expert_hub.train import trainer
 from expert_hub.transfer import hyperrule
+from expert_hub.transfer import linear_head
 
 log = logging.getLogger(__name__)
 FINETUNE_FILE = "finetune.json"
@@ -218,6 +220,8 @@ class Finetuner:
     made_from = self.made_from(handle, seed)
     train_ds = self.train_dataset(seed)
     model = self._model_for(handle)
+    if self.cfg.head_init == "linear_probe":
+      self._fit_head(model)
     steps = self.schedule.steps
     if workdir is not None:
       train_cfg = configs.TrainConfig(batch_size=self.cfg.batch_size, steps=steps, base_lr=self.lr,
@@ -239,10 +243,22 @@ class Finetuner:
               "batch_size": self.cfg.batch_size,
               "learning_rate": self.lr, "resolution": [self.resize, self.crop],
               "num_train_examples": int(len(self.train_labels)), "num_test_examples": int(len(self.test_labels)),
-              "seed": seed, "made_from": provenance.digest(made_from)}
+              "head_init": self.cfg.head_init, "seed": seed, "made_from": provenance.digest(made_from)}
     log.info("[finetune %s] %s: test accuracy %.4f (%d steps, %.1f s)", self.task.name, handle, accuracy,
              self.schedule.steps, result["seconds"])
     return result
+
+  def _fit_head(self, model):
+    """Sets the head to a linear probe of the backbone's frozen features on the training split, preprocessed as
+    the test split is (linear_head.fit); deterministic, so a resumed or repeated run starts alike."""
+    backbone = model.layers[1]  # _classifier's layers: images, backbone, head, logit_mask
+    images, labels = self._train_source
+    ds = preprocessing.make_eval_dataset(tf.data.Dataset.from_tensor_slices((images, labels)), 256, self.crop)
+    features = np.concatenate([backbone(x, training=False).numpy() for x, _ in ds])
+    kernel, bias = linear_head.fit(features, np.asarray(labels), self.head_size)
+    head = model.get_layer("head")
+    head.kernel.assign(kernel)
+    head.bias.assign(bias)
 
   def _evaluate(self, model):
     """(test loss, test top-1) on the task's test split (the loss is None under multi-worker).

@@ -1,0 +1,50 @@
+"""A classification head fitted on frozen features: the linear probe as the fine-tune's starting point (LP-FT).
+
+BiT fine-tunes from a zero head, so the first steps train the head on features the backbone is already
+changing. Kumar et al. (2022, "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-
+Distribution") start instead from a logistic-regression probe fitted on the frozen features: fine-tuning then
+begins at the probe's accuracy and its gradients reach the backbone without a random head's noise.
+`FinetuneConfig.head_init = "linear_probe"` selects it (transfer/finetune.py).
+
+The probe is the same estimator as the linear-probe proxy (selection/proxies.linear_probe_accuracy): features
+standardised, a multinomial scikit-learn LogisticRegression minimising mean cross-entropy + l2/2 ||W||^2. The
+standardisation is folded into the returned kernel and bias, so the head reads the backbone's raw features.
+"""
+
+import numpy as np
+
+
+def fit(features, labels, size, l2=1e-2, max_iter=200):
+  """(kernel [D, size], bias [size]) float32 of a probe on `features` [N, D] and integer `labels` [N].
+
+  Columns of classes absent from `labels` (and the padding up to `size`, see finetune.head_size) stay 0. With
+  two classes present, scikit-learn fits one logit z; the head gets -z/2 and +z/2, whose softmax is the same
+  sigmoid(z).
+
+  Raises:
+    ValueError: features not finite or not [N, D], labels outside [0, size), or fewer than 2 classes.
+  """
+  from sklearn import linear_model, preprocessing as sk_preprocessing  # pylint: disable=g-import-not-at-top
+  features, labels = np.asarray(features, np.float64), np.asarray(labels)
+  if features.ndim != 2 or labels.shape != (features.shape[0],):
+    raise ValueError(f"features of shape {features.shape} and labels of shape {labels.shape}; expected [N, D] "
+                     "and [N].")
+  if not np.isfinite(features).all():
+    raise ValueError(f"{int(np.sum(~np.isfinite(features)))} non-finite feature values; expected finite "
+                     "features to fit the head on.")
+  if labels.size and (labels.min() < 0 or labels.max() >= size):
+    raise ValueError(f"labels in [{labels.min()}, {labels.max()}]; expected labels in [0, {size}).")
+  classes = np.unique(labels)
+  if len(classes) < 2:
+    raise ValueError(f"labels hold {len(classes)} class(es) ({classes.tolist()}); expected at least 2.")
+  scaler = sk_preprocessing.StandardScaler().fit(features)
+  probe = linear_model.LogisticRegression(C=1.0 / (l2 * len(labels)), max_iter=max_iter)
+  probe.fit(scaler.transform(features), labels)
+  coef, intercept = probe.coef_, probe.intercept_
+  if len(classes) == 2:
+    coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+  coef = coef / scaler.scale_  # w . (x - mean) / scale = (w / scale) . x - (w / scale) . mean
+  intercept = intercept - coef @ scaler.mean_
+  kernel, bias = np.zeros([features.shape[1], size]), np.zeros([size])
+  kernel[:, probe.classes_], bias[probe.classes_] = coef.T, intercept
+  return kernel.astype(np.float32), bias.astype(np.float32)
