@@ -116,6 +116,28 @@ def test_a_link_out_of_the_export_dir_does_not_inherit_its_trust(tmp_path, linke
   assert not registry.Registry([str(exports)]).trusts(str(inside))
 
 
+@pytest.mark.parametrize("whose", ["saved_model.pb", "version folder", "export dir"])
+def test_what_another_user_wrote_in_an_export_dir_does_not_inherit_its_trust(tmp_path, monkeypatch, whose):
+  """An export dir another user created first (say /tmp/experts), or a file or folder they wrote or could swap
+  inside ours, is checked like a foreign module: its ops, not its place, decide."""
+  exports = tmp_path / "exports"
+  inside = exports / "mini" / "writer" / "1"
+  tf.saved_model.save(_WritesFiles(), str(inside))  # WriteFile: outside the allowlist
+  with open(inside / export.METADATA_FILE, "w") as f:
+    json.dump({"upstream": "mini", "name": "writer", "version": 1, "kind": "full",
+               "sha256": export._file_hashes(str(inside))}, f)  # pylint: disable=protected-access
+  assert registry.Registry([str(exports)]).trusts(str(inside))  # all ours: trusted by place
+  theirs = {"saved_model.pb": inside / "saved_model.pb", "version folder": inside, "export dir": exports}[whose]
+  if os.geteuid() == 0:
+    os.chown(theirs, 4242, 4242)  # as root: really another user's
+  else:  # as a plain user: we become someone else, and what we wrote belongs to another user
+    me = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: me + 1)
+  assert not registry.Registry([str(exports)]).trusts(str(inside))
+  with pytest.raises(loading.UnsafeModuleError, match="WriteFile"):
+    loading.check_ops(str(inside), [str(exports)])
+
+
 def test_workdirs_are_created_private_and_another_users_is_refused(tmp_path, monkeypatch, smoke_cfg):
   from expert_hub.experiments import pipeline  # pylint: disable=g-import-not-at-top
   old = os.umask(0o022)

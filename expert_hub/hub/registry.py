@@ -17,9 +17,9 @@ folder neither hijacks another module's name nor breaks every lookup ("shapes" t
 version). Two folders of the same upstream/name/version (in two export dirs) are refused when the registry is
 built: DuplicateExpertError names both paths. The same folder reached through two listed dirs counts once.
 
-Trust for ops (loading.check_ops) follows where a module's files really are (trusted_location): a module inside
-an export dir whose version folder, or any file or folder in it, links to somewhere outside every export dir is
-checked like a foreign module.
+Trust for ops (loading.check_ops) follows where a module's files really are and who wrote them
+(trusted_location): a module inside an export dir whose version folder, or any file or folder in it, links to
+somewhere outside every export dir, or belongs to another user, is checked like a foreign module.
 """
 
 import dataclasses
@@ -75,15 +75,34 @@ def _inside(path, roots):
   return any(real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
+def _owned(path):
+  """Whether `path` (links followed) belongs to this user or to root; always true where there are no uids."""
+  if not hasattr(os, "geteuid"):
+    return True
+  return os.stat(path).st_uid in (os.geteuid(), 0)
+
+
 def trusted_location(path, trusted_dirs):
-  """Whether module folder `path` really lies inside one of `trusted_dirs`: the real path (links resolved) of the
-  folder and of every file and folder under it, links followed, is inside one of them.
+  """Whether module folder `path` really lies inside one of `trusted_dirs` and is this user's: the real path
+  (links resolved) of the folder and of every file and folder under it, links followed, is inside one of them,
+  and each of them, the export dir and every folder between it and the module belong to this user (or root).
 
   A link inside an export dir (`saved_model.pb -> /elsewhere/...`, or a version folder linked to another place)
   brings in files the export dir's owner did not write there, so it does not inherit the export dir's trust.
+  Nor does a file or folder another user wrote or could swap: an export dir under a shared folder such as /tmp
+  that another local user created first, or a writable one where they added a module. Such a module is checked
+  like a foreign one (our modules pass that check too; it costs only the op scan).
   """
   roots = [os.path.realpath(d) for d in trusted_dirs]
-  if not _inside(path, roots):
+  real_path = os.path.realpath(path)
+  root = next((r for r in roots if real_path.startswith(r.rstrip(os.sep) + os.sep)), None)
+  if root is None:
+    return False
+  chain, folder = [], real_path
+  while folder != root and len(folder) > len(root):  # the module's folder up to its export dir
+    chain.append(folder)
+    folder = os.path.dirname(folder)
+  if not all(_owned(p) for p in chain + [root]):
     return False
   seen = set()
   for folder, dirs, files in os.walk(path, followlinks=True):
@@ -93,7 +112,8 @@ def trusted_location(path, trusted_dirs):
       continue
     seen.add(real)
     for name in dirs + files:
-      if not _inside(os.path.join(folder, name), roots):
+      entry = os.path.join(folder, name)
+      if not _inside(entry, roots) or not _owned(entry):
         return False
   return True
 
