@@ -5,7 +5,7 @@ results) gets `made_from.json` in its folder: the inputs that determine it (conf
 identities of the modules it starts from, seeds). Before a stage reuses or resumes a folder it compares that
 record with what it would make now; a mismatch is a `ProvenanceError` naming the folder and each differing
 field with both values, never a silent reuse (run `smoke` and then `tiny` in one workdir: the tiny run stops at
-the generalist and says `generalist.steps: recorded 20, now 1600`).
+the generalist and says `train.steps: recorded 40, now 1600`).
 """
 
 import dataclasses
