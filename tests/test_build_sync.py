@@ -5,6 +5,7 @@ glob(...) calls, are that package's declared sources. Under `bazel test` it foll
 the real checkout, so it sees files that no target declares yet.
 """
 
+import ast
 import os
 import re
 
@@ -118,6 +119,34 @@ def test_every_declared_file_exists():
   stale = sorted(f"  {p}  (in {build})" for p, build in declared().items() if not os.path.isfile(os.path.join(ROOT, p)))
   if stale:
     pytest.fail("BUILD files name Python files that do not exist; remove or rename them:\n" + "\n".join(stale))
+
+
+def _is_slow_mark(node):
+  """Whether an expression is `pytest.mark.slow` (or a list/tuple holding it)."""
+  if isinstance(node, (ast.List, ast.Tuple)):
+    return any(_is_slow_mark(e) for e in node.elts)
+  return isinstance(node, ast.Attribute) and node.attr == "slow" and ast.unparse(node.value) == "pytest.mark"
+
+
+def all_tests_slow(path):
+  """Whether every test function of a test file is marked slow (by `pytestmark` or its decorators)."""
+  tree = ast.parse(open(path).read())
+  if any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in n.targets) and
+         _is_slow_mark(n.value) for n in tree.body):
+    return True
+  tests = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+  return bool(tests) and all(any(_is_slow_mark(d) for d in t.decorator_list) for t in tests)
+
+
+def test_files_whose_tests_are_all_slow_are_the_manual_ones():
+  """Bazel runs tests with -m 'not slow'; a file left with no other test would select none (pytest exit 5, a
+  failed target), so tests/BUILD must list exactly those files in SLOW_ONLY (tagged manual)."""
+  text = build_files()["tests"]
+  listed = set(re.findall(r'"(test_\w+\.py)"', text[text.index("SLOW_ONLY = ["):text.index("]", text.index("SLOW_ONLY"))]))
+  slow = {f for f in os.listdir(os.path.join(ROOT, "tests"))
+          if f.startswith("test_") and f.endswith(".py") and all_tests_slow(os.path.join(ROOT, "tests", f))}
+  assert listed == slow, (f"SLOW_ONLY in tests/BUILD lists {sorted(listed)}; the files whose tests are all slow "
+                          f"are {sorted(slow)}")
 
 
 if __name__ == "__main__":
