@@ -142,7 +142,8 @@ def test_files_whose_tests_are_all_slow_are_the_manual_ones():
   """Bazel runs tests with -m 'not slow'; a file left with no other test would select none (pytest exit 5, a
   failed target), so tests/BUILD must list exactly those files in SLOW_ONLY (tagged manual)."""
   text = build_files()["tests"]
-  listed = set(re.findall(r'"(test_\w+\.py)"', text[text.index("SLOW_ONLY = ["):text.index("]", text.index("SLOW_ONLY"))]))
+  start = text.index("SLOW_ONLY = [")
+  listed = set(re.findall(r'"(test_\w+\.py)"', text[start:text.index("]", start)]))
   slow = {f for f in os.listdir(os.path.join(ROOT, "tests"))
           if f.startswith("test_") and f.endswith(".py") and all_tests_slow(os.path.join(ROOT, "tests", f))}
   assert listed == slow, (f"SLOW_ONLY in tests/BUILD lists {sorted(listed)}; the files whose tests are all slow "
