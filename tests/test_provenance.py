@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from expert_hub import configs
 from expert_hub import naming
 from expert_hub import provenance
 from expert_hub import seeds
+from expert_hub.data.world import builder
 from expert_hub.tasks import base as tasks_base
 from expert_hub.tasks import synthetic
 
@@ -85,10 +87,23 @@ def test_generalist_of_another_config_is_refused_before_any_training(trained_wor
   upstream.train_generalist(smoke_cfg, data_dir, trained_workdir)  # the same config: reused, no error
 
 
+def test_generalist_of_another_data_version_is_refused(trained_workdir, smoke_cfg, data_dir, monkeypatch):
+  """A new version of the world (1.1.0 grew the upstream from 200 to 800 images a class) is other data: a
+  generalist trained on the old one is not reused for the same config."""
+  from expert_hub.data import upstream as upstream_lib
+  from expert_hub.train import upstream
+  version = upstream_lib.data_version(smoke_cfg.upstream.tfds_name, data_dir)
+  assert version == builder.WORLD_VERSION
+  monkeypatch.setattr(upstream_lib, "data_version", lambda *args: "9.9.9")
+  with pytest.raises(provenance.ProvenanceError, match=f'data_version: recorded "{re.escape(version)}", now "9.9.9"'):
+    upstream.train_generalist(smoke_cfg, data_dir, trained_workdir)
+
+
 def test_experts_of_another_recipe_are_refused(trained_workdir, smoke_cfg, data_dir):
   from expert_hub.train import experts
   other = configs.replace(smoke_cfg, **{"experts.full.base_lr": 0.5})
-  with pytest.raises(provenance.ProvenanceError, match=r"train\.base_lr: recorded 0\.01, now 0\.5"):
+  recorded = smoke_cfg.experts.full.base_lr
+  with pytest.raises(provenance.ProvenanceError, match=rf"train\.base_lr: recorded {recorded}, now 0\.5"):
     experts.train_experts(other, data_dir, trained_workdir, kinds=["full"])
 
 

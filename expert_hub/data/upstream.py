@@ -37,6 +37,17 @@ def get_builder(tfds_name, data_dir=None):
   return builder
 
 
+def data_version(tfds_name, data_dir=None):
+  """The version of the dataset `get_builder` would read (what a model trained on it records), without preparing
+  it: a new version of the world (more images, other renderers) is other data. None when TFDS cannot name it."""
+  if tfds_name.startswith(WORLD_PREFIX):
+    from expert_hub.data import world  # pylint: disable=g-import-not-at-top,unused-import  (registers it)
+  try:
+    return str(tfds.builder(tfds_name, data_dir=data_dir or default_data_dir()).version)
+  except Exception:  # pylint: disable=broad-except  (get_builder names the problem when the data is read)
+    return None
+
+
 def load_hierarchy(upstream_cfg, builder):
   """The upstream's hierarchy: `upstream_cfg.hierarchy_file`, else `info.metadata["hierarchy"]`."""
   if upstream_cfg.hierarchy_file:

@@ -113,9 +113,11 @@ def is_trained(folder):
   return os.path.exists(os.path.join(folder, MODEL_FILE)) and os.path.exists(os.path.join(folder, WEIGHTS_FILE))
 
 
-def generalist_made_from(cfg):
-  """What the generalist is made from (provenance): architecture, upstream data and its schedule."""
-  return {"stage": "generalist", "model": cfg.model, "upstream": cfg.upstream, "train": cfg.generalist,
+def generalist_made_from(cfg, data_dir=None):
+  """What the generalist is made from (provenance): architecture, upstream data (config and dataset version)
+  and its schedule."""
+  return {"stage": "generalist", "model": cfg.model, "upstream": cfg.upstream,
+          "data_version": upstream_lib.data_version(cfg.upstream.tfds_name, data_dir), "train": cfg.generalist,
           "seed": seeds.derive(cfg.seed, "generalist")}
 
 
@@ -126,7 +128,7 @@ def train_generalist(cfg, data_dir, workdir, strategy=None):
   multi-worker strategy every worker calls this alike and only the chief writes (see trainer.fit).
   """
   out = os.path.join(workdir, "generalist")
-  made_from = generalist_made_from(cfg)
+  made_from = generalist_made_from(cfg, data_dir)
   provenance.check(out, made_from, "generalist", has_output=is_trained(out),
                    write=strategies.is_chief(strategy))
   if is_trained(out):
