@@ -4,7 +4,8 @@ Command:  python binaries/run_pipeline.py --config=tiny --workdir=/tmp/expert_hu
 Cost:     about 24 minutes on a 2-core CPU (35 min measured beside a full CI run; see README).
 
 A 0.55 M-parameter ResNet-v2 (units 1/1/1/1, width 1/4, GroupNorm + WS) trains at ~2,000 images/s here, so
-the generalist sees ~13 epochs of the 16k-image upstream split, each expert a few epochs of its domain, and
+the generalist sees ~3 epochs of the 64k-image upstream split (it does not absorb it all, as in the paper),
+each expert 720 steps of its domain (~92k images, nearly 3x what the generalist saw of that domain), and
 each downstream fine-tune a shortened BiT-HyperRule schedule (0.2x, 100 steps) at 33x its learning rate
 (base 0.1 at batch 512 instead of 0.003), at 32 px instead of 128 px crops, 3 seeds per model and task.
 """
