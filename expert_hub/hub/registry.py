@@ -70,9 +70,14 @@ def _layout_mismatch(info, upstream, name, version):
   return None
 
 
-def _inside(path, roots):
+def _root_of(path, roots):
+  """The one of `roots` (real paths) that the real path of `path` lies inside, or None."""
   real = os.path.realpath(path)
-  return any(real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+  return next((r for r in roots if real.startswith(r.rstrip(os.sep) + os.sep)), None)
+
+
+def _inside(path, roots):
+  return _root_of(path, roots) is not None
 
 
 def _owned(path):
@@ -94,11 +99,10 @@ def trusted_location(path, trusted_dirs):
   like a foreign one (our modules pass that check too; it costs only the op scan).
   """
   roots = [os.path.realpath(d) for d in trusted_dirs]
-  real_path = os.path.realpath(path)
-  root = next((r for r in roots if real_path.startswith(r.rstrip(os.sep) + os.sep)), None)
+  root = _root_of(path, roots)
   if root is None:
     return False
-  chain, folder = [], real_path
+  chain, folder = [], os.path.realpath(path)
   while folder != root and len(folder) > len(root):  # the module's folder up to its export dir
     chain.append(folder)
     folder = os.path.dirname(folder)
