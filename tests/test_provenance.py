@@ -95,7 +95,8 @@ def test_generalist_of_another_data_version_is_refused(trained_workdir, smoke_cf
   version = upstream_lib.data_version(smoke_cfg.upstream.tfds_name, data_dir)
   assert version == builder.WORLD_VERSION
   monkeypatch.setattr(upstream_lib, "data_version", lambda *args: "9.9.9")
-  with pytest.raises(provenance.ProvenanceError, match=f'data_version: recorded "{re.escape(version)}", now "9.9.9"'):
+  expected = f'data_version: recorded "{re.escape(version)}", now "9\\.9\\.9"'
+  with pytest.raises(provenance.ProvenanceError, match=expected):
     upstream.train_generalist(smoke_cfg, data_dir, trained_workdir)
 
 
