@@ -24,6 +24,9 @@ def test_run_pipeline_binary_writes_results(tmp_path):
     assert {t["selected"], t["best_full"], t["best_adapter"], "generalist", "control"} == set(t["seed_accuracy"])
     assert all(len(a) == 2 for a in t["seed_accuracy"].values()) and len(set(t["seeds"])) == 2
     assert set(t["gain"]) == {"generalist", "control"} and t["gain"]["generalist"]["ci95"] is not None
+    # the selected expert's frozen features, on the selection split and on the test split fine-tuning is scored on
+    assert set(t["frozen"]) == {"knn_loo", "linear_probe", "knn_test", "linear_probe_test"}
+    assert all(0 <= a <= 1 for a in t["frozen"].values())
   assert results["summary"]["gain_vs_generalist_all"]["tasks"] == 2
   assert {"data", "generalist", "experts", "export", "total"} <= set(results["timings"])
   assert os.path.getsize(os.path.join(workdir, "results.png")) > 1000

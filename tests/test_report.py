@@ -29,6 +29,17 @@ def _proxy_results():
   return {"config": "tiny", "proxies": ["knn", "random"], "tasks": tasks, "summary": summary}
 
 
+def test_frozen_table_marks_fine_tunes_below_any_frozen_classifier():
+  frozen = {"knn_loo": 0.70, "linear_probe": 0.72, "knn_test": 0.69, "linear_probe_test": 0.75}
+  tasks = [{"task": "world/a", "selected": "x", "selected_accuracy": 0.74, "frozen": frozen,
+            "train_loss": {"x": 0.5}},
+           {"task": "world/b", "selected": "y", "selected_accuracy": 0.76, "frozen": frozen}]
+  lines = report.frozen_table(tasks).splitlines()
+  assert lines[0].count("|") == 9 and "frozen probe test" in lines[0]
+  assert lines[2] == "| world/a | x | 74.0 (below) | 70.0 | 72.0 | 69.0 | 75.0 | 0.500 |"  # under the test probe
+  assert lines[3] == "| world/b | y | 76.0 | 70.0 | 72.0 | 69.0 | 75.0 | - |"
+
+
 def test_proxy_table_rows_and_cells():
   lines = report.proxy_markdown_table(_proxy_results()).splitlines()
   assert lines[2] == "| knn | 15.0 | 15.0 | 1/2 | 0.50 | - | 2.0 | 1.2% |"

@@ -67,6 +67,24 @@ def test_tasks_are_held_out_and_vtab_shaped(data_dir):
   np.testing.assert_array_equal(np.stack(both[:800]), np.stack(first))
 
 
+def test_demo_tasks_cover_every_domain_once_and_the_structured_tasks():
+  assert set(catalogue.DEMO_TASKS) <= set(catalogue.TASKS)
+  domains = [catalogue.TASKS[t]["domain"] for t in catalogue.DEMO_TASKS]
+  tied = [d for d in domains if d is not None]
+  assert sorted(tied) == sorted(catalogue.UPSTREAM), domains
+  assert {t for t, task in catalogue.TASKS.items() if task["domain"] is None} <= set(catalogue.DEMO_TASKS)
+
+
+def test_fine_tasks_keep_their_easy_twins_classes_apart():
+  """A fine task's classes are not upstream classes, and colours_fine's tricolours differ in one outer hue."""
+  fine = catalogue.TASKS["colours_fine"]["classes"]
+  stripes = [name.split("_")[1] for name in fine]
+  assert all(s[1] == "w" for s in stripes)  # white between, as the comment in colours.py promises
+  for a in stripes:
+    assert any(sum(x != y for x, y in zip(a, b)) == 1 for b in stripes if b != a), a
+  assert set(catalogue.TASKS["textures_novel"]["classes"]) < set(catalogue.TASKS["textures_fine"]["classes"])
+
+
 def test_tfds_load_by_name_in_a_fresh_process(data_dir):
   upstream.get_builder("expert_hub_world/upstream_mini_32", data_dir)
   proc = run_python(

@@ -113,14 +113,27 @@ def _models_to_finetune(cfg, handles, ranking, kinds):
 
 
 def frozen_feature_accuracy(task, handle, cfg, image_size, session):
-  """What a module's frozen features reach on the task's selection split, without fine-tuning: leave-one-out
-  kNN accuracy (the selection proxy) and the 5-fold linear probe (scikit-learn logistic regression), for the
-  report's fine-tuned vs frozen comparison."""
+  """What a module's frozen features reach without fine-tuning, for the report's fine-tuned vs frozen comparison.
+
+  On the selection split: leave-one-out kNN accuracy (the selection proxy) and the 5-fold linear probe
+  (scikit-learn logistic regression). On the test split fine-tuning is scored on: the same kNN and probe fitted on
+  the selection split (`knn_test`, `linear_probe_test`), so that both sides are measured on the same images.
+  """
+  from sklearn import neighbors  # pylint: disable=g-import-not-at-top
+  from expert_hub.transfer import linear_head  # pylint: disable=g-import-not-at-top
+  embedder = session.embedder(handle)
   images, labels = embed.prepare_images(task, cfg.selection.split, image_size)
-  features = embed.embed(session.embedder(handle), images, cfg.selection.batch_size)
+  features = embed.embed(embedder, images, cfg.selection.batch_size)
+  test_images, test_labels = embed.prepare_images(task, cfg.finetune.test_split, image_size)
+  test_features = embed.embed(embedder, test_images, cfg.selection.batch_size)
   knn = proxies.knn_accuracy(features, labels, k=cfg.selection.k, backend=cfg.selection.backend)[0]
   probe = proxies.linear_probe_accuracy(features, labels, seed=seeds.derive(cfg.seed, "probe", task.name))[0]
-  return {"knn_loo": round(float(knn), 4), "linear_probe": round(float(probe), 4)}
+  knn_test = neighbors.KNeighborsClassifier(n_neighbors=cfg.selection.k, metric="cosine").fit(
+      features, labels).score(test_features, test_labels)
+  kernel, bias = linear_head.fit(features, labels, int(max(labels.max(), test_labels.max())) + 1)
+  probe_test = np.mean(np.argmax(test_features @ kernel + bias, axis=-1) == test_labels)
+  return {"knn_loo": round(float(knn), 4), "linear_probe": round(float(probe), 4),
+          "knn_test": round(float(knn_test), 4), "linear_probe_test": round(float(probe_test), 4)}
 
 
 def run_task(task, cfg, workdir, session, handles, selection):

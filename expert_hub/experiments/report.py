@@ -58,22 +58,28 @@ def save_figure(fig, path, dpi=100):
 
 
 # ---------------------------------------------------------------------------------------------- the pipeline
+FROZEN_COLUMNS = (("knn_loo", "frozen kNN LOO"), ("linear_probe", "frozen probe CV"),
+                  ("knn_test", "frozen kNN test"), ("linear_probe_test", "frozen probe test"))
+
+
 def frozen_table(tasks):
   """Fine-tuned vs frozen features, per task, for the selected expert: its fine-tuned test top-1 (mean over
-  seeds) beside the leave-one-out kNN and linear-probe accuracy of its frozen features, and its final train
-  loss (a schedule still far from a plateau shows there)."""
-  rows = ["| task | selected expert | fine-tuned | frozen kNN LOO | frozen linear probe | fine-tune train loss |",
-          "|---|---|---|---|---|---|"]
+  seeds) beside the kNN and linear-probe accuracy of its frozen features (on the selection split: leave-one-out
+  and cross-validated; on the test split: fitted on the selection split), and its final train loss (a schedule
+  still far from a plateau shows there)."""
+  rows = ["| task | selected expert | fine-tuned | " + " | ".join(title for _, title in FROZEN_COLUMNS)
+          + " | fine-tune train loss |", "|---|---|---|" + "---|" * len(FROZEN_COLUMNS) + "---|"]
   for t in tasks:
     frozen = t.get("frozen") or {}
     loss = (t.get("train_loss") or {}).get(t["selected"])
-    below = t["selected_accuracy"] < max(frozen.get("knn_loo", 0), frozen.get("linear_probe", 0))
+    below = t["selected_accuracy"] < max(frozen.get(key, 0) for key, _ in FROZEN_COLUMNS)
     rows.append(f"| {t['task']} | {t['selected']} | {percent(t['selected_accuracy'])}{' (below)' if below else ''} | "
-                f"{percent(frozen.get('knn_loo'))} | {percent(frozen.get('linear_probe'))} | "
-                f"{'-' if loss is None else f'{loss:.3f}'} |")
-  return ("\n".join(rows) + "\n\nFrozen accuracies are on the train800val200 images selection embeds (kNN: "
-          "leave-one-out; probe: 5-fold cross-validated); fine-tuned is on the test split. \"(below)\": fine-tuning "
-          "ended under a frozen-feature classifier of the same expert.")
+                + " | ".join(percent(frozen.get(key)) for key, _ in FROZEN_COLUMNS)
+                + f" | {'-' if loss is None else f'{loss:.3f}'} |")
+  return ("\n".join(rows) + "\n\nFrozen accuracies of the train800val200 images selection embeds: kNN leave-one-out "
+          "and the 5-fold cross-validated probe; and on the test split fine-tuning is scored on, kNN and probe "
+          "fitted on train800val200. \"(below)\": fine-tuning ended under one of these frozen-feature classifiers "
+          "of the same expert.")
 
 
 def markdown_table(results):

@@ -64,3 +64,11 @@ COLOURS_NOVEL = {
     "gradient_yellow_blue": _gradient(YELLOW, BLUE), "gradient_red_purple": _gradient(RED, PURPLE),
     "palette_forest": _palette((GREEN, BLACK, YELLOW)),
 }
+# Held-out tricolours whose classes differ by one neighbouring outer hue (red / orange / yellow against blue / cyan
+# / purple, white between). Hue alone separates them, but finely: frozen 1-NN on the generalist's features reaches
+# 66%, on the colours expert's 78% (README, "Issue 12 variants"), where colours_novel sits at 99% for every model.
+COLOURS_FINE = {
+    "tricolour_rwc": _tricolour((RED, WHITE, CYAN)), "tricolour_rwp": _tricolour((RED, WHITE, PURPLE)),
+    "tricolour_owb": _tricolour((ORANGE, WHITE, BLUE)), "tricolour_owc": _tricolour((ORANGE, WHITE, CYAN)),
+    "tricolour_ywb": _tricolour((YELLOW, WHITE, BLUE)), "tricolour_ywp": _tricolour((YELLOW, WHITE, PURPLE)),
+}
