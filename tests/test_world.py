@@ -75,8 +75,8 @@ def test_demo_tasks_cover_every_domain_once_and_the_structured_tasks():
   assert {t for t, task in catalogue.TASKS.items() if task["domain"] is None} <= set(catalogue.DEMO_TASKS)
 
 
-def test_fine_tasks_keep_their_easy_twins_classes_apart():
-  """A fine task's classes are not upstream classes, and colours_fine's tricolours differ in one outer hue."""
+def test_fine_tasks_differ_finely_and_extend_their_easy_twins():
+  """colours_fine's tricolours each have a twin one outer hue away; textures_fine holds textures_novel and more."""
   fine = catalogue.TASKS["colours_fine"]["classes"]
   stripes = [name.split("_")[1] for name in fine]
   assert all(s[1] == "w" for s in stripes)  # white between, as the comment in colours.py promises

@@ -130,7 +130,7 @@ def frozen_feature_accuracy(task, handle, cfg, image_size, session):
   probe = proxies.linear_probe_accuracy(features, labels, seed=seeds.derive(cfg.seed, "probe", task.name))[0]
   knn_test = neighbors.KNeighborsClassifier(n_neighbors=cfg.selection.k, metric="cosine").fit(
       features, labels).score(test_features, test_labels)
-  kernel, bias = linear_head.fit(features, labels, int(max(labels.max(), test_labels.max())) + 1)
+  kernel, bias = linear_head.fit(features, labels, task.num_classes)
   probe_test = np.mean(np.argmax(test_features @ kernel + bias, axis=-1) == test_labels)
   return {"knn_loo": round(float(knn), 4), "linear_probe": round(float(probe), 4),
           "knn_test": round(float(knn_test), 4), "linear_probe_test": round(float(probe_test), 4)}

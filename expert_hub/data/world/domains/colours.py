@@ -66,7 +66,7 @@ COLOURS_NOVEL = {
 }
 # Held-out tricolours whose classes differ by one neighbouring outer hue (red / orange / yellow against blue / cyan
 # / purple, white between). Hue alone separates them, but finely: frozen 1-NN on the generalist's features reaches
-# 66%, on the colours expert's 78% (README, "Issue 12 variants"), where colours_novel sits at 99% for every model.
+# 66%, on the colours expert's 78% (README, "Variants"), where colours_novel sits at 99% for every model.
 COLOURS_FINE = {
     "tricolour_rwc": _tricolour((RED, WHITE, CYAN)), "tricolour_rwp": _tricolour((RED, WHITE, PURPLE)),
     "tricolour_owb": _tricolour((ORANGE, WHITE, BLUE)), "tricolour_owc": _tricolour((ORANGE, WHITE, CYAN)),

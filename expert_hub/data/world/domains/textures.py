@@ -152,8 +152,8 @@ def _target(rng, size):
 
 
 # The held-out textures and a near twin of four of them, so that classes differ in finer periodic structure:
-# frozen 1-NN on the generalist's features reaches 68%, on the textures expert's 73% (README, "Issue 12
-# variants"), where textures_novel sits at 92-96% for every model.
+# frozen 1-NN on the generalist's features reaches 68%, on the textures expert's 73% (README,
+# "Variants"), where textures_novel sits at 92-96% for every model.
 TEXTURES_FINE = dict(TEXTURES_NOVEL, tiles=_tiles, diamonds=_diamonds, fan=_fan, target=_target)
 
 
