@@ -287,8 +287,9 @@ def test_sweep_picks_the_best_point_and_resumes(tmp_path, smoke_cfg):
     os.remove(os.path.join(task_dir, "result.json"))
     with pytest.raises(provenance.ProvenanceError, match="VTAB sweep point made from other inputs"):
       vtab_runner.run_task(task, "mini32/glyphs/1", smoke_cfg, sweep, task_dir)
-  default = vtab_runner.default_sweep(smoke_cfg.finetune)  # smoke: base_lr 0.1, 20 steps.
-  assert default.base_lrs == (0.03, 0.1, 0.3) and default.steps == (20, 40)
+  default = vtab_runner.default_sweep(smoke_cfg.finetune)  # smoke: tiny's base_lr 0.03, 20 steps.
+  assert smoke_cfg.finetune.base_lr == 0.03
+  assert default.base_lrs == (0.009, 0.03, 0.09) and default.steps == (20, 40)
   with pytest.raises(ValueError, match="steps"):
     vtab_runner.SweepConfig((0.1,), (0,))
 
