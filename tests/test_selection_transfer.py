@@ -2,6 +2,7 @@
 
 import json
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -99,6 +100,11 @@ def test_linear_probe_head_starts_fine_tuning_at_the_probe(export_dir):
     assert result["head_init"] == head_init
     accuracy[head_init] = result["test_accuracy"]
   assert accuracy["linear_probe"] >= 0.9 and accuracy["linear_probe"] > accuracy["zeros"] + 0.2, accuracy
+  # Another seed of the same module starts from the same probe, fitted once per Finetuner and module.
+  finetuner = finetune.Finetuner(task, cfg, session=session)
+  with mock.patch.object(finetune.linear_head, "fit", wraps=finetune.linear_head.fit) as fit:
+    runs = [finetuner.run("generalist", seed=s) for s in (1, 2)]
+  assert fit.call_count == 1 and runs[0]["test_accuracy"] == runs[1]["test_accuracy"] >= 0.9
 
 
 def test_hyperrule():

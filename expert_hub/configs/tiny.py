@@ -37,8 +37,9 @@ def get_config():
       selection=base.SelectionConfig(proxy="knn", k=1, backend="auto", split="train800val200"),
       # LP-FT (the head starts as a linear probe of the frozen features) at base_lr 0.03, on whole 32 px images:
       # at the same 100 steps it ends above the frozen probe on the test split, where a zero head at 0.1 ended
-      # 2-12 points below it on 3 of the 4 tasks probed (README, "Fine-tuning schedule"). resize 32 = crop 32, not 36 -> 32: evaluation sees
-      # the whole image at 32, and training at a 1.125x zoom cost textures_novel 6 points (90.3 vs 96.2).
+      # 2-12 points below it on 3 of the 4 tasks probed (README, "Fine-tuning schedule"). resize 32 = crop 32,
+      # not 36 -> 32: evaluation sees the whole image at 32, and training at a 1.125x zoom cost textures_novel
+      # 6 points (90.3 vs 96.2).
       finetune=base.FinetuneConfig(batch_size=64, base_lr=0.03, steps_scale=0.2, resize=32, crop=32,
                                    head_init="linear_probe"),
       tasks=tuple(f"world/{t}" for t in catalogue.DEMO_TASKS),

@@ -129,6 +129,7 @@ class Finetuner:
     one_hot = lambda y: tf.one_hot(tf.cast(y, tf.int32), self.head_size)
     self._one_hot, self._train_source = one_hot, (train_images, self.train_labels)
     self._train_ds = {}
+    self._probe_heads = {}  # handle -> (kernel, bias): one probe per module, whatever the seeds
     self.augmentations = tuple(getattr(task, "augmentations", preprocessing.AUGMENTATIONS))  # label-preserving
     test = tf.data.Dataset.from_tensor_slices((test_images, self.test_labels))
     self.test_ds = preprocessing.make_eval_dataset(test, 256, self.crop, label_fn=one_hot).cache()
@@ -221,7 +222,7 @@ class Finetuner:
     train_ds = self.train_dataset(seed)
     model = self._model_for(handle)
     if self.cfg.head_init == "linear_probe":
-      self._fit_head(model)
+      self._fit_head(model, handle)
     steps = self.schedule.steps
     if workdir is not None:
       train_cfg = configs.TrainConfig(batch_size=self.cfg.batch_size, steps=steps, base_lr=self.lr,
@@ -248,14 +249,17 @@ class Finetuner:
              self.schedule.steps, result["seconds"])
     return result
 
-  def _fit_head(self, model):
+  def _fit_head(self, model, handle):
     """Sets the head to a linear probe of the backbone's frozen features on the training split, preprocessed as
-    the test split is (linear_head.fit); deterministic, so a resumed or repeated run starts alike."""
-    backbone = model.layers[1]  # _classifier's layers: images, backbone, head, logit_mask
-    images, labels = self._train_source
-    ds = preprocessing.make_eval_dataset(tf.data.Dataset.from_tensor_slices((images, labels)), 256, self.crop)
-    features = np.concatenate([backbone(x, training=False).numpy() for x, _ in ds])
-    kernel, bias = linear_head.fit(features, np.asarray(labels), self.head_size)
+    the test split is (linear_head.fit); deterministic, so a resumed or repeated run starts alike. The backbone
+    holds `handle`'s restored weights, so the probe is fitted once per handle and reused for its other seeds."""
+    if handle not in self._probe_heads:
+      backbone = model.layers[1]  # _classifier's layers: images, backbone, head, logit_mask
+      images, labels = self._train_source
+      ds = preprocessing.make_eval_dataset(tf.data.Dataset.from_tensor_slices((images, labels)), 256, self.crop)
+      features = np.concatenate([backbone(x, training=False).numpy() for x, _ in ds])
+      self._probe_heads[handle] = linear_head.fit(features, np.asarray(labels), self.head_size)
+    kernel, bias = self._probe_heads[handle]
     head = model.get_layer("head")
     head.kernel.assign(kernel)
     head.bias.assign(bias)
