@@ -33,6 +33,7 @@ BINARIES = {
     "expert-hub-benchmark-selection": "binaries.benchmark_selection:run",
     "expert-hub-benchmark-scale": "binaries.benchmark_scale:run",
     "expert-hub-benchmark-beam": "binaries.benchmark_beam:run",
+    "expert-hub-benchmark-expert-stream": "binaries.benchmark_expert_stream:run",
     "expert-hub-benchmark-inference": "binaries.benchmark_inference:run",
     "expert-hub-benchmark-knn": "binaries.benchmark_knn:run",
     "expert-hub-benchmark-transfer-cost": "binaries.benchmark_transfer_cost:run",

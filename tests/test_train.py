@@ -107,6 +107,30 @@ def test_experts_train_once_and_skip_when_done(trained_workdir, smoke_cfg, data_
     experts_train.train_experts(smoke_cfg, data_dir, trained_workdir, names=["shapez"])
 
 
+def test_an_experts_subset_held_in_memory_streams_the_same_batches(smoke_cfg, data_dir):
+  from expert_hub.data import upstream as upstream_data
+  from expert_hub.train import upstream
+  builder = upstream_data.get_builder(smoke_cfg.upstream.tfds_name, data_dir)
+  node = experts_train.plan_experts(smoke_cfg, data_dir, None, write=False)[0]
+  num_labels = upstream_data.load_hierarchy(smoke_cfg.upstream, builder).num_labels
+  train_cfg = smoke_cfg.experts.full
+  streams = {cache: upstream.make_upstream_stream(builder, smoke_cfg.upstream, train_cfg, num_labels, node.labels,
+                                                  seed=3, cache_subset=cache) for cache in (False, True)}
+  batches = 2 * node.num_images // train_cfg.batch_size + 2  # into the third epoch: replayed from the cache
+  streamed, cached = (list(streams[c](0).take(batches)) for c in (False, True))
+  for (x, y), (cx, cy) in zip(streamed, cached):
+    np.testing.assert_array_equal(x.numpy(), cx.numpy())
+    np.testing.assert_array_equal(y.numpy(), cy.numpy())
+  resumed = next(iter(streams[True](batches - 1)))  # a resume skips into the cached epochs alike
+  np.testing.assert_array_equal(resumed[0].numpy(), streamed[-1][0].numpy())
+  # The budget rule: the split's mean encoded example size times the subset's images.
+  split = builder.info.splits[smoke_cfg.upstream.train_split]
+  subset_bytes = node.num_images * int(split.num_bytes) / split.num_examples
+  fits = upstream_data.subset_fits_in_memory
+  assert fits(builder, smoke_cfg.upstream.train_split, node.num_images, int(subset_bytes) + 1)
+  assert not fits(builder, smoke_cfg.upstream.train_split, node.num_images, int(subset_bytes) - 1)
+
+
 def test_adapter_expert_leaves_the_trunk_frozen(trained_workdir):
   from expert_hub.models import weights
   plan = json.load(open(os.path.join(trained_workdir, "experts.json")))

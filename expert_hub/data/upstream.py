@@ -75,5 +75,13 @@ def load_encoded(builder, split, image_key="image", label_key="label"):
   return ds.map(lambda ex: (ex[image_key], ex[label_key]))
 
 
+def subset_fits_in_memory(builder, split, num_examples, limit_bytes):
+  """Whether `num_examples` examples of `split`, at the split's mean encoded size, take at most `limit_bytes`."""
+  info = builder.info.splits[split]
+  if not info.num_examples:
+    return True
+  return num_examples * int(info.num_bytes) / info.num_examples <= limit_bytes
+
+
 def decode_image(encoded):
   return tf.io.decode_image(encoded, channels=3, expand_animations=False)

@@ -29,6 +29,9 @@ KINDS = ("full", "adapter")
 # expert's recipe and steps, so an expert's gain can be told from the gain of training longer.
 CONTROL = "control"
 EXPERTS_FILE = "experts.json"
+# An expert's subset of encoded upstream examples is held in memory when it fits this budget: streamed, each of
+# its epochs reads the whole split (README, "Benchmarks": benchmark_expert_stream).
+SUBSET_CACHE_BYTES = 2 << 30
 
 
 def expert_dir(workdir, kind, name):
@@ -64,7 +67,8 @@ def expert_made_from(kind, node, train_cfg, adapter_cfg, generalist_record, seed
           "seed": seeds.derive(seed, "expert", kind, node.node)}
 
 
-def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None):
+def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None,
+                  subset_cache_bytes=SUBSET_CACHE_BYTES):
   """Trains the selected experts of each kind; finished experts are skipped on re-run.
 
   Args:
@@ -74,6 +78,7 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
     kinds: subset of ("full", "adapter"); default cfg.experts.kinds.
     names: train only these experts (by expert name); default all selected.
     strategy: a tf.distribute strategy.
+    subset_cache_bytes: an expert's encoded upstream subset is held in memory when it fits this (0: never).
 
   Returns:
     {kind: {name: model info}}.
@@ -140,9 +145,11 @@ def train_experts(cfg, data_dir, workdir, kinds=None, names=None, strategy=None)
       # Before training the model is the generalist (adapters start as the identity): its precision on the
       # subset is the baseline that says whether the expert learnt anything the generalist had not.
       before = upstream.evaluate_upstream(model, builder, cfg.upstream, num_labels, node.labels)
-      stream = upstream.make_upstream_stream(builder, cfg.upstream, train_cfg, num_labels,
-                                             None if kind == CONTROL else node.labels,
-                                             seed=made_from[node.expert_name]["seed"])
+      subset = None if kind == CONTROL else node.labels
+      cache = subset is not None and upstream_lib.subset_fits_in_memory(
+          builder, cfg.upstream.train_split, node.num_images, subset_cache_bytes)
+      stream = upstream.make_upstream_stream(builder, cfg.upstream, train_cfg, num_labels, subset,
+                                             seed=made_from[node.expert_name]["seed"], cache_subset=cache)
       result = trainer.fit(model, stream, train_cfg, out, name=f"{kind}/{node.expert_name}", strategy=strategy,
                            made_from=made_from[node.expert_name])
       result["eval_precision_at_1"] = upstream.evaluate_upstream(model, builder, cfg.upstream, num_labels,

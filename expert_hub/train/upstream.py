@@ -29,11 +29,15 @@ WEIGHTS_FILE = "weights.npz"
 
 
 def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids=None, seed=0,
-                         keep_probability=None):
+                         keep_probability=None, cache_subset=False):
   """`skip_batches -> dataset` of (images, multi-hot labels) batches; optionally only an expert's images.
 
   The stream is a function of `seed` (shuffle order, resampling draws, and each example's augmentation, keyed by
   its stream position), so skipping the consumed batches after a resume continues it exactly.
+
+  cache_subset: hold the `label_ids` subset's encoded examples in memory after its first pass (see
+    `upstream_lib.subset_fits_in_memory`). Without it every epoch of an expert re-reads and filters the whole
+    split; the batches are the same either way.
 
   keep_probability: optional [num_labels] array; each example is kept with the probability of its label (the
     largest over its labels when multi-hot), drawn from a seeded stream after the repeat so every pass draws
@@ -47,6 +51,8 @@ def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids
                                    upstream_cfg.label_key)
     if label_ids is not None:
       ds = ds.filter(experts_lib.make_subset_filter(label_ids, num_labels))
+      if cache_subset:
+        ds = ds.cache()
     ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
     if keep_probability is not None:
       ds = _resample(ds, keep_probability, seed)
