@@ -3,6 +3,8 @@ r"""Trains full and/or adapter experts, one per selected hierarchy node, from th
   python binaries/train_experts.py --config=tiny --workdir=/tmp/expert_hub --kinds=full,adapter
   python binaries/train_experts.py --config=tiny --workdir=/tmp/expert_hub --experts=shapes,glyphs
   python binaries/train_experts.py --config=tiny --workdir=/tmp/expert_hub --kinds=adapter --adapter_first_stage=3
+  python binaries/train_experts.py --config=tiny --workdir=/tmp/wd_r4 --kinds=adapter --adapter_reduction=4 \
+      --adapter_lr=0.1 --experts=scenes   # a variant, in a workdir holding a copy of the generalist
 Finished experts are skipped on re-run; an interrupted expert resumes from its checkpoint. Each expert's precision@1
 on its own labels is printed beside the generalist's, measured on the same held-out images before training.
 """
@@ -14,6 +16,7 @@ from absl import flags
 
 from expert_hub import flags_common
 from expert_hub import io_utils
+from expert_hub.models import adapters
 from expert_hub.train import experts
 from expert_hub.train import strategies
 from expert_hub.train import upstream
@@ -25,6 +28,9 @@ flags.DEFINE_list("experts", None, "Only these experts (node names with '/' as '
 flags.DEFINE_integer("steps", None, "Override the config's expert steps (both kinds).")
 flags.DEFINE_integer("adapter_first_stage", None, "Override the config's adapter first stage (adapters only in "
                      "stages >= this; see expert_hub.models.adapters.AdapterConfig).")
+flags.DEFINE_integer("adapter_reduction", None, "Override the config's adapter width (hidden = channels // this).")
+flags.DEFINE_enum("adapter_placement", None, list(adapters.PLACEMENTS), "Override the config's adapter placement.")
+flags.DEFINE_float("adapter_lr", None, "Override the config's adapter experts' base learning rate.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -35,6 +41,9 @@ def main(argv):
   cfg = flags_common.load_config()
   cfg = flags_common.override(cfg, **{"experts.full.steps": FLAGS.steps, "experts.adapter.steps": FLAGS.steps,
                                       "experts.adapter_arch.first_stage": FLAGS.adapter_first_stage,
+                                      "experts.adapter_arch.reduction": FLAGS.adapter_reduction,
+                                      "experts.adapter_arch.placement": FLAGS.adapter_placement,
+                                      "experts.adapter.base_lr": FLAGS.adapter_lr,
                                       "experts.kinds": None if FLAGS.kinds is None else tuple(FLAGS.kinds)})
   if FLAGS.experts is not None and not FLAGS.experts:
     raise app.UsageError("--experts= names no expert; leave it out to train every selected expert.")

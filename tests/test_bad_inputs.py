@@ -82,6 +82,10 @@ CASES = [
     ("experts-steps-0", "binaries/train_experts.py", ["--workdir={tmp}/trained", "--steps=0"], ["steps=0"]),
     ("experts-first-stage-0", "binaries/train_experts.py", ["--workdir={tmp}/trained", "--adapter_first_stage=0"],
      ["first_stage=0"]),
+    ("experts-reduction-0", "binaries/train_experts.py", ["--workdir={tmp}/trained", "--adapter_reduction=0"],
+     ["reduction=0"]),
+    ("experts-adapter-lr-negative", "binaries/train_experts.py", ["--workdir={tmp}/trained", "--adapter_lr=-0.1"],
+     ["base_lr=-0.1"]),
     ("experts-kind", "binaries/train_experts.py", ["--workdir={tmp}/trained", "--kinds=full,nope"], ["'nope'"]),
     ("experts-h-gaps", "binaries/train_experts.py", ["--workdir={tmp}/trained", _H + "gaps.json"], ["2, 3, 4, 5, 6"]),
     # --- run_pipeline: tasks are checked before the first stage trains anything
