@@ -31,7 +31,7 @@ def get_config():
           # kNN on their domain's task +5 to +17 points over the generalist; README, "Issue 12 variants").
           full=base.TrainConfig(batch_size=128, steps=720, base_lr=0.05, warmup_steps=60,
                                 checkpoint_every=240, log_every=120),
-          # Adapters at lr 0.3 and full width (reduction 1): of 8 lr x width x placement variants on scenes,
+          # Adapters at lr 0.3 and full width (reduction 1): of 11 lr x width x placement variants on scenes,
           # the best upstream precision@1 (69% vs 58% at lr 0.1, reduction 4; README, benchmark_selection).
           adapter=base.TrainConfig(batch_size=128, steps=720, base_lr=0.3, warmup_steps=60,
                                    checkpoint_every=240, log_every=120, weight_decay=0.0),
