@@ -1,8 +1,10 @@
 r"""Evaluates selection proxies against the oracle (every expert fine-tuned): regret, Kendall tau-b, Spearman rho, cost.
 
 Per task, scores every expert by every proxy, fine-tunes every expert (and the generalist, for the `generalist`
-reference), then reports per proxy its pick, regret, rank correlations and cost. Writes proxy_evaluation.json,
-proxy_evaluation.md, proxy_regret.png and proxy_scores_<proxy>.png to --workdir; a re-run reuses what is done.
+reference), then reports per proxy its pick, regret, rank correlations and cost, and on domain tasks full vs
+adapter experts (each kind's domain expert, best fine-tuned and best-ranked). Writes proxy_evaluation.json,
+proxy_evaluation.md, proxy_regret.png, proxy_scores_<proxy>.png and, with domain tasks, full_vs_adapter.png to
+--workdir; a re-run reuses what is done.
 
   # Reuse the fine-tunes of a finished pipeline run (its export/ and tfds/ are the defaults):
   python binaries/evaluate_proxies.py --config=tiny --pipeline_workdir=/tmp/expert_hub_demo --workdir=/tmp/proxy_eval
@@ -84,7 +86,8 @@ def main(argv):
       strict=FLAGS.strict_proxies, pipeline_workdir=pipeline_workdir, session=session, beam_options=options)
   print(report.proxy_markdown_table(results))
   print(f"\nResults: {FLAGS.workdir}/{proxy_evaluation.RESULTS_FILE}, {FLAGS.workdir}/proxy_evaluation.md, "
-        f"{FLAGS.workdir}/proxy_regret.png, {FLAGS.workdir}/proxy_scores_<proxy>.png")
+        f"{FLAGS.workdir}/proxy_regret.png, {FLAGS.workdir}/proxy_scores_<proxy>.png"
+        + (f", {FLAGS.workdir}/full_vs_adapter.png" if results["full_vs_adapter"]["tasks"] else ""))
 
 
 def run():

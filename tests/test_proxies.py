@@ -152,6 +152,11 @@ def test_references_and_missing_inputs():
   assert a == rand.score(proxies.ProxyInputs(expert="shapes", task="t1"))[0] and 0.0 <= a < 1.0
   assert a != rand.score(proxies.ProxyInputs(expert="shapes", task="t2"))[0]
   assert a != proxies.parse_proxies("random(seed=1)")[0].score(proxies.ProxyInputs(expert="shapes", task="t1"))[0]
+  # the same module scores alike wherever its export folder sits, by path or registry handle
+  where = ["/tmp/run_a/export/world32/shapes/1", "/data/b/world32/shapes/1/", "world32/shapes/1"]
+  assert len({rand.score(proxies.ProxyInputs(expert=e, task="t1"))[0] for e in where}) == 1
+  assert (rand.score(proxies.ProxyInputs(expert="/a/pack#shapes_adapter", task="t1"))[0]
+          != rand.score(proxies.ProxyInputs(expert="/a/pack#glyphs_adapter", task="t1"))[0])
   gen = by_name["generalist"]
   assert gen.score(proxies.ProxyInputs(is_generalist=True))[0] == 1.0
   assert gen.score(proxies.ProxyInputs(is_generalist=False))[0] == 0.0

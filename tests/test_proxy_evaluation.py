@@ -39,6 +39,10 @@ def _check_results(results, experts, workdir, proxies=PROXIES):
   assert list(results["summary"]) == proxies.split(",") + ["oracle"]
   for t in results["tasks"]:
     assert set(t["finetune_accuracy"]) == set(experts) | {"generalist"}  # the generalist reference's pick too
+    assert set(t["seed_accuracy"]) == set(t["kinds"]) == set(t["finetune_accuracy"])  # every seed kept
+    for name, per_seed in t["seed_accuracy"].items():
+      assert len(per_seed) == len(t["seeds"]) and t["finetune_accuracy"][name] == pytest.approx(np.mean(per_seed))
+    assert t["kinds"]["generalist"] == "generalist" and set(t["kinds"].values()) <= {"full", "adapter", "generalist"}
     assert t["oracle"]["regret"] == 0.0
     assert t["oracle"]["selected_accuracy"] == max(t["finetune_accuracy"].values())
     for label, r in t["proxies"].items():
@@ -92,6 +96,53 @@ def test_evaluate_proxies_end_to_end_and_resumes(export_dir, tmp_path, smoke_cfg
     pe.evaluate_proxies([_task()], experts, cfg, workdir, 32, [export_dir], pipeline_workdir=str(tmp_path))
   with pytest.raises(ValueError, match="Unknown proxy 'knnn'"):
     pe.evaluate_proxies([_task()], experts, cfg, str(tmp_path / "bad"), 32, [export_dir], proxies="knnn")
+
+
+def _kind_task(name, domain, seed_accuracy, knn_scores):
+  """An evaluate_task record with models `<node>` (full) and `<node>_adapter` and the generalist."""
+  kinds = {n: "generalist" if n == "generalist" else "adapter" if n.endswith("_adapter") else "full"
+           for n in seed_accuracy}
+  return {"task": name, "domain": domain, "seed_accuracy": seed_accuracy,
+          "finetune_accuracy": {n: float(np.mean(a)) for n, a in seed_accuracy.items()}, "kinds": kinds,
+          "nodes": {n: None if n == "generalist" else n.replace("_adapter", "") for n in seed_accuracy},
+          "proxies": {"knn": {"scores": knn_scores}}}
+
+
+def test_compare_kinds_hand_computed():
+  tasks = [
+      _kind_task("world/a", "a", {"generalist": [0.50, 0.60], "a": [0.70, 0.80], "b": [0.75, 0.85],
+                                  "a_adapter": [0.55, 0.65], "b_adapter": [0.52, 0.58]},
+                 {"a": 2.0, "b": 1.0, "a_adapter": 0.5, "b_adapter": 0.9}),
+      _kind_task("world/b", "b", {"generalist": [0.40, 0.40], "a": [0.45, 0.45], "b": [0.50, 0.60],
+                                  "a_adapter": [0.42, 0.42], "b_adapter": [0.48, 0.48]},
+                 {"a": 1.0, "b": 2.0, "a_adapter": 0.3, "b_adapter": 0.1}),
+      _kind_task("world/count", None, {"generalist": [0.3, 0.3], "a": [0.9, 0.9], "a_adapter": [0.9, 0.9]}, {}),
+      # a domain with no adapter expert of its own: not comparable, left out
+      _kind_task("world/c", "c", {"generalist": [0.3, 0.3], "c": [0.9, 0.9], "a_adapter": [0.9, 0.9]}, {}),
+  ]
+  kinds = pe.compare_kinds(tasks)
+  assert kinds["rules"] == ["domain", "best", "knn"] and [t["task"] for t in kinds["tasks"]] == ["world/a", "world/b"]
+  picks = {t["task"]: {k: {r: (p["expert"], p["gain"]["mean"]) for r, p in v.items()} for k, v in t["picks"].items()}
+           for t in kinds["tasks"]}
+  approx = lambda expected: pytest.approx(expected, abs=1e-4)
+  assert picks["world/a"] == {"full": {"domain": ("a", approx(0.2)), "best": ("b", approx(0.25)),
+                                       "knn": ("a", approx(0.2))},
+                              "adapter": {"domain": ("a_adapter", approx(0.05)), "best": ("a_adapter", approx(0.05)),
+                                          "knn": ("b_adapter", approx(0.0))}}
+  assert picks["world/b"]["adapter"] == {"domain": ("b_adapter", approx(0.08)), "best": ("b_adapter", approx(0.08)),
+                                         "knn": ("a_adapter", approx(0.02))}
+  # per task over 2 seeds: t_{0.975, 1} = 12.706 times the standard error of the paired differences
+  assert kinds["tasks"][1]["picks"]["full"]["domain"]["gain"]["ci95"] == approx(12.7062 * 0.05)
+  summary = kinds["summary"]
+  assert summary["full"]["domain"] == {"mean": approx(0.175), "ci95": approx(12.7062 * 0.025), "tasks": 2}
+  assert summary["adapter"]["domain"] == {"mean": approx(0.065), "ci95": approx(12.7062 * 0.015), "tasks": 2}
+  assert summary["adapter_minus_full"]["domain"] == {"mean": approx(-0.11), "ci95": approx(12.7062 * 0.04),
+                                                     "tasks": 2}
+  assert summary["full"]["best"]["mean"] == approx(0.2) and summary["adapter"]["knn"]["mean"] == approx(0.01)
+  # a proxy that was not evaluated drops its rule; no comparable task leaves nothing to summarise
+  assert pe.compare_kinds(tasks, proxy="logme")["rules"] == ["domain", "best"]
+  assert pe.compare_kinds(tasks[2:]) == {"proxy": "knn", "baseline": "generalist", "rules": ["domain", "best", "knn"],
+                                         "tasks": [], "summary": {}}
 
 
 def _fake_pipeline_run(root, task_name, names, config):

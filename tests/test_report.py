@@ -58,6 +58,38 @@ def test_proxy_plots_write_one_png_per_proxy(tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _kinds():
+  """compare_kinds' output for one task: the full domain expert and a kNN pick that is not the domain's."""
+  gain = lambda mean, ci: {"mean": mean, "ci95": ci}
+  picks = {"full": {"domain": {"expert": "a", "gain": gain(0.2, 0.01)},
+                    "best": {"expert": "b", "gain": gain(0.25, None)},
+                    "knn": {"expert": "a", "gain": gain(0.2, 0.01)}},
+           "adapter": {"domain": {"expert": "a_adapter", "gain": gain(0.05, 0.02)},
+                       "best": {"expert": "a_adapter", "gain": gain(0.05, 0.02)},
+                       "knn": {"expert": "b_adapter", "gain": gain(-0.01, 0.03)}}}
+  summary = {"full": {r: dict(gain(0.2, 0.1), tasks=1) for r in ("domain", "best", "knn")},
+             "adapter": {r: dict(gain(0.05, 0.1), tasks=1) for r in ("domain", "best", "knn")},
+             "adapter_minus_full": {r: dict(gain(-0.15, 0.05), tasks=1) for r in ("domain", "best", "knn")}}
+  return {"proxy": "knn", "baseline": "generalist", "rules": ["domain", "best", "knn"],
+          "tasks": [{"task": "world/a", "domain": "a", "picks": picks}], "summary": summary}
+
+
+def test_kind_table_rows_and_plot(tmp_path):
+  lines = report.kind_markdown_table(_kinds()).splitlines()
+  assert lines[0] == ("| task | domain's own: full | domain's own: adapter | best fine-tuned: full | "
+                      "best fine-tuned: adapter | knn-ranked: full | knn-ranked: adapter |")
+  assert lines[2] == ("| world/a | +20.0 ± 1.0 | +5.0 ± 2.0 | b +25.0 | a_adapter +5.0 ± 2.0 | a +20.0 ± 1.0 | "
+                      "b_adapter -1.0 ± 3.0 |")
+  assert lines[3] == ("| **mean** | **+20.0 ± 10.0** | **+5.0 ± 10.0** | **+20.0 ± 10.0** | **+5.0 ± 10.0** | "
+                      "**+20.0 ± 10.0** | **+5.0 ± 10.0** |")
+  assert lines[4] == "| **adapter - full** | **-15.0 ± 5.0** |  | **-15.0 ± 5.0** |  | **-15.0 ± 5.0** |  |"
+  results = dict(_proxy_results(), full_vs_adapter=_kinds())  # appended to the proxy evaluation's tables
+  assert report.proxy_markdown_table(results).endswith(report.kind_markdown_table(_kinds()))
+  report.plot_kind_comparison(_kinds(), str(tmp_path / "kinds.png"))
+  with open(tmp_path / "kinds.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_leaderboard_csv_from_the_leaderboard_json_runs(tmp_path):
   first, last = vtab.TASKS.names()[0], vtab.TASKS.names()[-1]
   tasks = {first: {"test_accuracy": 0.5}, last: {"test_accuracy": 0.25}}

@@ -36,6 +36,13 @@ def test_paired_gain_hand_computed():
     stats.paired_gain([1, 2, 3], [1, 2])
 
 
+def test_interval_record_rounds_and_pairs():
+  assert stats.interval([0.5]) == {"mean": 0.5, "ci95": None}  # one value: no interval
+  assert stats.interval([0.1, 0.2, 0.3]) == {"mean": 0.2, "ci95": round(4.302653 * 0.1 / math.sqrt(3), 4)}
+  # paired: differences [0.2, 0.3], s = sqrt(0.005), sem 0.05
+  assert stats.interval([0.7, 0.9], [0.5, 0.6]) == {"mean": 0.25, "ci95": round(12.706205 * 0.05, 4)}
+
+
 @pytest.mark.parametrize("x, y, tau, rho", [
     ([1, 2, 3, 4], [10, 20, 30, 40], 1.0, 1.0),
     ([1, 2, 3, 4], [4, 3, 2, 1], -1.0, -1.0),

@@ -8,7 +8,6 @@ tasks), so an interrupted run continues where it stopped. Writes `<workdir>/resu
 """
 
 import logging
-import math
 import os
 import shutil
 import time
@@ -171,8 +170,9 @@ def run_task(task, cfg, workdir, session, handles, selection):
       "best_full": next((n for n in to_finetune if kinds[n] == "full"), None),
       "best_adapter": next((n for n in to_finetune if kinds[n] == "adapter"), None),
       "seeds": task_seeds, "seed_accuracy": seed_accuracy,
-      "accuracy": {n: _interval(a) for n, a in seed_accuracy.items()},
-      "gain": {b: _interval(seed_accuracy[selected], seed_accuracy[b]) for b in BASELINES if b in seed_accuracy},
+      "accuracy": {n: stats.interval(a) for n, a in seed_accuracy.items()},
+      "gain": {b: stats.interval(seed_accuracy[selected], seed_accuracy[b])
+               for b in BASELINES if b in seed_accuracy},
       "selected_accuracy": accuracy[selected], "generalist_accuracy": accuracy["generalist"],
       "control_accuracy": accuracy.get(experts_train.CONTROL),
       "oracle_expert": oracle, "oracle_accuracy": accuracy[oracle] if oracle else None,
@@ -186,12 +186,6 @@ def run_task(task, cfg, workdir, session, handles, selection):
   return result
 
 
-def _interval(values, baseline=None):
-  """{"mean", "ci95"} of values (or of the paired differences values - baseline); ci95 None for one seed."""
-  mean, half = (stats.mean_interval(values) if baseline is None else stats.paired_gain(values, baseline))
-  return {"mean": round(mean, 4), "ci95": None if math.isnan(half) else round(half, 4)}
-
-
 def summarize(tasks):
   """Means over tasks of the paired gains (selected - baseline) with a 95% interval over tasks: on all tasks
   and on the domain tasks (those with an expert of their own domain); and full vs adapter experts' gains over
@@ -199,7 +193,7 @@ def summarize(tasks):
   def gain(rows, model, baseline):
     per_task = [float(np.mean(np.subtract(t["seed_accuracy"][model(t)], t["seed_accuracy"][baseline])))
                 for t in rows if model(t) and baseline in t["seed_accuracy"]]
-    return dict(_interval(per_task), tasks=len(per_task)) if per_task else None
+    return dict(stats.interval(per_task), tasks=len(per_task)) if per_task else None
   domain = [t for t in tasks if t.get("domain_expert")]
   selected = lambda t: t["selected"]
   summary = {"domain_tasks": [t["task"] for t in domain]}

@@ -15,8 +15,10 @@ A correlation is None where it is undefined (fewer than 2 scored models, or cons
 Resumable: `<workdir>/tasks/<task>/proxies.json` holds the proxy scores and `<workdir>/tasks/<task>/finetune/
 <model>.json` each fine-tune result; a re-run reuses both. With `pipeline_workdir`, fine-tuned accuracies come
 from a pipeline run's `tasks/<task>/task_result.json` (run with `oracle`, it fine-tuned every module) and only
-models it lacks are fine-tuned. Writes `<workdir>/proxy_evaluation.json`, `proxy_evaluation.md`,
-`proxy_regret.png` and one `proxy_scores_<proxy>.png` per proxy (drawn by report.py).
+models it lacks are fine-tuned. On the domain tasks it also compares full and adapter experts (compare_kinds:
+each kind's domain expert, best fine-tuned and best-ranked, gains over the generalist paired by seed). Writes
+`<workdir>/proxy_evaluation.json`, `proxy_evaluation.md`, `proxy_regret.png`, one `proxy_scores_<proxy>.png` per
+proxy and, with domain tasks, `full_vs_adapter.png` (drawn by report.py).
 """
 
 import logging
@@ -91,8 +93,8 @@ def score_all(tasks, experts, cfg, workdir, image_size, session, proxies, genera
 
 
 def _pipeline_finetunes(pipeline_workdir, task, task_seeds):
-  """({name: mean accuracy}, {name: seconds}) of a pipeline run's fine-tunes of this task, when they were made
-  on the same seeds (pipeline.finetune_seeds); ({}, {}) with a warning otherwise."""
+  """({name: [accuracy per seed]}, {name: seconds}) of a pipeline run's fine-tunes of this task, when they were
+  made on the same seeds (pipeline.finetune_seeds); ({}, {}) with a warning otherwise."""
   path = os.path.join(pipeline.task_dir(pipeline_workdir, task.name), "task_result.json")
   result = io_utils.read_json(path, missing=(
       f"No pipeline result for task {task.name!r} in pipeline_workdir {pipeline_workdir!r}: expected {path} "
@@ -103,29 +105,29 @@ def _pipeline_finetunes(pipeline_workdir, task, task_seeds):
                 result.get("seeds"), task_seeds)
     return {}, {}
   seconds = result.get("seconds", {}).get("finetune", {})
-  accuracy = {n: round(float(np.mean(a)), 4) for n, a in result["seed_accuracy"].items()}
-  return accuracy, {n: seconds.get(n, 0.0) for n in accuracy}
+  seed_accuracy = {n: list(a) for n, a in result["seed_accuracy"].items()}
+  return seed_accuracy, {n: seconds.get(n, 0.0) for n in seed_accuracy}
 
 
 def _finetune_all(task, handles, names, cfg, out, session, reused, task_seeds):
-  """Fine-tunes every handle whose name is not in `reused` on each of the task's seeds (mean accuracy, summed
-  seconds), each (model, seed) kept in `out/finetune/` and reused only when made from the same inputs
-  (pipeline.finetune_once)."""
-  accuracy, seconds, finetuner = {}, {}, None
+  """Fine-tunes every handle whose name is not in `reused` on each of the task's seeds ({name: [accuracy per
+  seed]}, {name: summed seconds}), each (model, seed) kept in `out/finetune/` and reused only when made from the
+  same inputs (pipeline.finetune_once)."""
+  seed_accuracy, seconds, finetuner = {}, {}, None
   todo = [h for h in handles if names[h] not in reused]
   start = time.time()
   for i, handle in enumerate(todo):
     name = names[handle]
     finetuner = finetuner or finetune_lib.Finetuner(task, cfg.finetune, seed=task_seeds[0], session=session)
     runs = [pipeline.finetune_once(finetuner, name, handle, out, seed) for seed in task_seeds]
-    accuracy[name] = round(float(np.mean([r["test_accuracy"] for r in runs])), 4)
+    seed_accuracy[name] = [r["test_accuracy"] for r in runs]
     seconds[name] = round(sum(r["seconds"] for r in runs), 2)
     rate = sum(r["steps"] * r["batch_size"] for r in runs) / max(seconds[name], 1e-9)
     eta = (time.time() - start) / (i + 1) * (len(todo) - i - 1)
     log.info("[evaluate_proxies %s] %d/%d %s: test accuracy %.4f over %d seed(s) (%.1f s, %.0f img/s) ETA %s",
-             task.name, i + 1, len(todo), name, accuracy[name], len(runs), seconds[name], rate,
+             task.name, i + 1, len(todo), name, np.mean(seed_accuracy[name]), len(runs), seconds[name], rate,
              trainer.format_seconds(eta))
-  return accuracy, seconds
+  return seed_accuracy, seconds
 
 
 def _input_seconds(requires, scored):
@@ -169,20 +171,23 @@ def evaluate_task(task, experts, cfg, workdir, image_size, export_dirs=None, pro
                                                for r in scored["proxies"][label]["ranking"]]))
   names = _module_names(session, ranked)
   task_seeds = pipeline.finetune_seeds(cfg, task.name)  # the pipeline's: its fine-tunes pair with these
-  accuracy, seconds, source = {}, {}, "finetuned"
+  seed_accuracy, seconds, source = {}, {}, "finetuned"
   if pipeline_workdir:
     from_pipeline, pipeline_seconds = _pipeline_finetunes(pipeline_workdir, task, task_seeds)
-    accuracy = {n: a for n, a in from_pipeline.items() if n in names.values()}
-    seconds = {n: pipeline_seconds[n] for n in accuracy}
+    seed_accuracy = {n: a for n, a in from_pipeline.items() if n in names.values()}
+    seconds = {n: pipeline_seconds[n] for n in seed_accuracy}
     source = "pipeline"
-    lacking = sorted(n for n in names.values() if n not in accuracy)
+    lacking = sorted(n for n in names.values() if n not in seed_accuracy)
     if lacking:
       log.warning("[evaluate_proxies %s] the pipeline run fine-tuned no %s; fine-tuning them here.", task.name,
                   lacking)
       source = "pipeline+finetuned"
-  more_accuracy, more_seconds = _finetune_all(task, ranked, names, cfg, out, session, set(accuracy), task_seeds)
-  accuracy.update(more_accuracy)
+  more_accuracy, more_seconds = _finetune_all(task, ranked, names, cfg, out, session, set(seed_accuracy),
+                                              task_seeds)
+  seed_accuracy.update(more_accuracy)
   seconds.update(more_seconds)
+  accuracy = {n: round(float(np.mean(a)), 4) for n, a in seed_accuracy.items()}
+  metadata = {names[h]: session.metadata(h) for h in ranked}
   finetune_total = round(sum(seconds.values()), 2)
   oracle, oracle_accuracy = stats.oracle_of(accuracy)
   records = {label: _proxy_record(scored["proxies"][label], names, accuracy, finetune_total, scored)
@@ -191,8 +196,10 @@ def evaluate_task(task, experts, cfg, workdir, image_size, export_dirs=None, pro
           "num_examples": scored["num_examples"], "finetune_source": source,
           "oracle": {"selected": oracle, "selected_accuracy": oracle_accuracy, "regret": 0.0,
                      "selection_seconds": finetune_total},
-          "finetune_accuracy": accuracy, "finetune_seconds": seconds, "finetune_total_seconds": finetune_total,
-          "proxies": records}
+          "finetune_accuracy": accuracy, "seed_accuracy": seed_accuracy, "seeds": task_seeds,
+          "kinds": {n: m.get("kind") for n, m in metadata.items()},
+          "nodes": {n: m.get("node") for n, m in metadata.items()},
+          "finetune_seconds": seconds, "finetune_total_seconds": finetune_total, "proxies": records}
 
 
 def summarize(tasks, order):
@@ -219,6 +226,61 @@ def summarize(tasks, order):
   return summary
 
 
+KINDS = ("full", "adapter")
+
+
+def compare_kinds(tasks, proxy="knn", baseline="generalist"):
+  """Full vs adapter experts on the domain tasks: how much of a gap is the experts' and how much their pick's.
+
+  A domain task (its `domain` is the node of a full and of an adapter expert) scores each kind's pick by three
+  rules: `domain` (the task's own domain expert), `best` (the kind's best fine-tuned expert: an oracle within
+  the kind) and `proxy` (the kind's best-ranked by that proxy, as the pipeline's "best-ranked" expert). Each
+  pick's gain is its accuracy minus the baseline's, paired by seed; over tasks, each (kind, rule) gain and
+  the adapter's minus the full expert's gain carry a 95% interval over tasks.
+
+  Args:
+    tasks: evaluate_task records (`seed_accuracy`, `finetune_accuracy`, `kinds`, `nodes`, `proxies`).
+    proxy: the proxy whose ranking is the third rule; the rule is left out where the proxy was not evaluated.
+    baseline: the model the gains are over.
+
+  Returns:
+    {"rules": [...], "tasks": [{"task", "domain", "picks": {kind: {rule: {"expert", "gain"}}}}],
+     "summary": {kind or "adapter_minus_full": {rule: {"mean", "ci95", "tasks"}}}}; no tasks and an empty
+    summary when no task has a domain expert of both kinds.
+  """
+  rules = ["domain", "best"] + ([proxy] if tasks and all(proxy in t["proxies"] for t in tasks) else [])
+  rows = []
+  for t in tasks:
+    accuracy, seed_accuracy = t["finetune_accuracy"], t["seed_accuracy"]
+    if not t.get("domain") or baseline not in seed_accuracy:
+      continue
+    picks = {}
+    for kind in KINDS:
+      members = sorted(n for n, k in t["kinds"].items() if k == kind and n in seed_accuracy)
+      scores = t["proxies"][proxy]["scores"] if proxy in rules else {}
+      chosen = {"domain": next((n for n in members if t["nodes"].get(n) == t["domain"]), None),
+                "best": max(members, key=lambda n: accuracy[n], default=None),
+                proxy: max((n for n in members if n in scores), key=lambda n: scores[n], default=None)}
+      picks[kind] = {rule: {"expert": chosen[rule],
+                            "gain": stats.interval(seed_accuracy[chosen[rule]], seed_accuracy[baseline])}
+                     for rule in rules if chosen[rule] is not None}
+    if all("domain" in picks[kind] for kind in KINDS):
+      rows.append({"task": t["task"], "domain": t["domain"], "picks": picks})
+  summary = {}
+  for rule in rules:
+    gains = {kind: [r["picks"][kind][rule]["gain"]["mean"] for r in rows if rule in r["picks"][kind]]
+             for kind in KINDS}
+    for kind in KINDS:
+      if gains[kind]:
+        summary.setdefault(kind, {})[rule] = dict(stats.interval(gains[kind]), tasks=len(gains[kind]))
+    paired = [r for r in rows if all(rule in r["picks"][kind] for kind in KINDS)]
+    if paired:
+      summary.setdefault("adapter_minus_full", {})[rule] = dict(
+          stats.interval([r["picks"]["adapter"][rule]["gain"]["mean"] for r in paired],
+                         [r["picks"]["full"][rule]["gain"]["mean"] for r in paired]), tasks=len(paired))
+  return {"proxy": proxy, "baseline": baseline, "rules": rules, "tasks": rows, "summary": summary}
+
+
 def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None, proxies=DEFAULT_PROXIES,
                      generalist=None, strict=False, pipeline_workdir=None, session=None, beam_options=None):
   """Evaluates every proxy against fine-tuning every expert on each task; writes JSON, Markdown and PNGs.
@@ -239,7 +301,8 @@ def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None,
 
   Returns:
     {"config", "proxies": [labels], "tasks": [per-task records], "summary": {label or "oracle": {...}},
-     "seconds"}, also written to `<workdir>/proxy_evaluation.json`.
+     "full_vs_adapter": compare_kinds' comparison (by the config's proxy), "seconds"}, also written to
+    `<workdir>/proxy_evaluation.json`.
 
   Raises:
     ValueError: no tasks or experts, unknown proxies, a pipeline run made with another config.
@@ -274,10 +337,13 @@ def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None,
     log.info("=== [evaluate_proxies] task %d/%d done; ETA %s ===", i + 1, len(tasks), trainer.format_seconds(eta))
   order = list(results[0]["proxies"])
   out = {"config": cfg.name, "proxies": order, "pipeline_workdir": pipeline_workdir, "tasks": results,
-         "summary": summarize(results, order), "seconds": round(time.time() - t0, 2)}
+         "summary": summarize(results, order), "full_vs_adapter": compare_kinds(results, cfg.selection.proxy),
+         "seconds": round(time.time() - t0, 2)}
   io_utils.atomic_write_json(os.path.join(workdir, RESULTS_FILE), out)
   io_utils.atomic_write_text(os.path.join(workdir, "proxy_evaluation.md"), report.proxy_markdown_table(out) + "\n")
   report.plot_proxy_scores(out, workdir)
   report.plot_proxy_regret(out, os.path.join(workdir, "proxy_regret.png"))
+  if out["full_vs_adapter"]["tasks"]:
+    report.plot_kind_comparison(out["full_vs_adapter"], os.path.join(workdir, "full_vs_adapter.png"))
   return out
 

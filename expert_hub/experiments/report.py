@@ -254,7 +254,8 @@ def plot_transfer_cost(results, path):
 
 # ---------------------------------------------------------------------------------------------- proxy evaluation
 def proxy_markdown_table(results):
-  """A summary table (a row per proxy, then the oracle) and a per-task table of picks and regrets."""
+  """A summary table (a row per proxy, then the oracle), a per-task table of picks and regrets and, with domain
+  tasks, the full vs adapter table (kind_markdown_table)."""
   summary, tasks = results["summary"], results["tasks"]
   rows = ["| proxy | mean regret | max regret | oracle hits | Kendall τ-b | Spearman ρ | selection s | "
           "vs fine-tune all |", "|---|---|---|---|---|---|---|---|"]
@@ -272,11 +273,71 @@ def proxy_markdown_table(results):
       cells.append("-" if r["selected"] is None else
                    f"{r['selected']} {percent(r['selected_accuracy'])} ({percent(r['regret'])})")
     rows.append(f"| {t['task']} | " + " | ".join(cells) + " |")
-  return ("\n".join(rows) + "\n\nRegret: oracle test top-1 minus the fine-tuned test top-1 of the proxy's pick "
+  text = ("\n".join(rows) + "\n\nRegret: oracle test top-1 minus the fine-tuned test top-1 of the proxy's pick "
           "(points). Oracle hits: tasks where the pick is the best fine-tuned model. τ-b and ρ: between proxy scores "
           "and fine-tuned accuracies, mean over tasks where defined. Selection s: proxy + the inputs it reads "
           "(embeddings, logits), all tasks; vs fine-tune all: that over the seconds of fine-tuning every model. "
           "Per task: pick, its accuracy (regret).")
+  kinds = results.get("full_vs_adapter") or {}
+  return text + ("\n\n" + kind_markdown_table(kinds) if kinds.get("tasks") else "")
+
+
+_RULE_TITLES = {"domain": "domain's own", "best": "best fine-tuned"}
+
+
+def kind_markdown_table(kinds):
+  """Full vs adapter experts (proxy_evaluation.compare_kinds): per domain task and pick rule the full and the
+  adapter expert's paired gain over the baseline (expert named where it is not the domain's own), then the
+  mean over tasks and the adapter's minus the full expert's gain, each with its 95% interval over tasks."""
+  rules = kinds["rules"]
+  title = lambda rule: _RULE_TITLES.get(rule, f"{rule}-ranked")
+  header = "| task | " + " | ".join(f"{title(r)}: full | {title(r)}: adapter" for r in rules) + " |"
+  rows = [header, "|---" * (1 + 2 * len(rules)) + "|"]
+
+  def cell(pick, rule):
+    if pick is None:
+      return "-"
+    gain = interval(pick["gain"], signed=True)
+    return gain if rule == "domain" else f"{pick['expert']} {gain}"
+  for t in kinds["tasks"]:
+    rows.append(f"| {t['task']} | " + " | ".join(cell(t["picks"][kind].get(rule), rule)
+                                                 for rule in rules for kind in ("full", "adapter")) + " |")
+  summary = kinds["summary"]
+  for label, key in (("**mean**", None), ("**adapter - full**", "adapter_minus_full")):
+    cells = []
+    for rule in rules:
+      if key:
+        cells += [f"**{interval(summary.get(key, {}).get(rule), signed=True)}**", ""]
+      else:
+        cells += [f"**{interval(summary.get(kind, {}).get(rule), signed=True)}**" for kind in ("full", "adapter")]
+    rows.append(f"| {label} | " + " | ".join(cells) + " |")
+  return ("\n".join(rows) + f"\n\nFull vs adapter experts on the domain tasks: each pick's test top-1 gain over "
+          f"the {kinds['baseline']} (points; per task ± 95% interval over seeds, paired; the mean rows ± 95% "
+          "interval over tasks). Rules: the task's own domain expert, the kind's best fine-tuned expert (an "
+          f"oracle within the kind), the kind's best by {kinds['proxy']}.")
+
+
+def plot_kind_comparison(kinds, path):
+  """Bars of full and adapter experts' mean gain over the baseline per pick rule, with 95% intervals over
+  tasks, and each task's gain as a dot."""
+  plt = _pyplot()
+  rules, summary = kinds["rules"], kinds["summary"]
+  x = np.arange(len(rules))
+  fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rules) + 2), 4))
+  for offset, kind, color in ((-0.2, "full", "tab:blue"), (0.2, "adapter", "tab:orange")):
+    means = [100 * summary.get(kind, {}).get(rule, {}).get("mean", np.nan) for rule in rules]
+    errors = [100 * (summary.get(kind, {}).get(rule, {}).get("ci95") or 0) for rule in rules]
+    ax.bar(x + offset, means, 0.38, yerr=errors, capsize=4, color=color, alpha=0.7, label=f"{kind} experts")
+    for i, rule in enumerate(rules):
+      dots = [100 * t["picks"][kind][rule]["gain"]["mean"] for t in kinds["tasks"] if rule in t["picks"][kind]]
+      ax.scatter(np.full(len(dots), i + offset), dots, s=12, color="black", zorder=3)
+  ax.axhline(0, color="black", linewidth=0.8)
+  ax.set_xticks(x, [_RULE_TITLES.get(r, f"{r}-ranked") for r in rules])
+  ax.set_ylabel(f"gain over the {kinds['baseline']} (top-1 points)")
+  ax.set_title("full vs adapter experts on the domain tasks (mean ± 95% interval over tasks; dots: tasks)",
+               fontsize=9)
+  ax.legend()
+  save_figure(fig, path)
 
 
 def plot_proxy_scores(results, workdir):

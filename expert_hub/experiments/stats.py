@@ -51,6 +51,13 @@ def paired_gain(a, b, confidence=0.95):
   return mean_interval(a - b, confidence)
 
 
+def interval(values, baseline=None):
+  """{"mean", "ci95"} of `values`, or of the paired differences values - baseline (mean_interval, paired_gain),
+  rounded to 4 digits, as results files keep them; ci95 is None for a single value."""
+  mean, half = mean_interval(values) if baseline is None else paired_gain(values, baseline)
+  return {"mean": round(mean, 4), "ci95": None if math.isnan(half) else round(half, 4)}
+
+
 def excludes_zero(mean, half_width):
   """True when the interval mean ± half_width lies wholly above or below 0."""
   return not math.isnan(half_width) and abs(mean) > half_width

@@ -371,9 +371,17 @@ def _score_generalist(inputs):
   return (1.0 if _need(inputs, "generalist", "is_generalist")[0] else 0.0), {}
 
 
+def _module_key(handle):
+  """The part of a handle that names its module wherever the export folder sits: the last three path components
+  (`<upstream>/<name>/<version>` for expert_hub's exports) and a packed expert's `#<expert>`."""
+  base, sep, packed = str(handle).partition("#")
+  return "/".join(base.rstrip("/").split("/")[-3:]) + sep + packed
+
+
 def _score_random(inputs, seed=0):
-  # crc32, not hash(): the same (seed, task, expert) scores the same in every process.
-  key = zlib.crc32(f"{seed}\0{inputs.task}\0{inputs.expert}".encode())
+  # crc32, not hash(): the same (seed, task, module) scores the same in every process, and the key makes it
+  # the same for a module exported under another workdir (_module_key).
+  key = zlib.crc32(f"{seed}\0{inputs.task}\0{_module_key(inputs.expert)}".encode())
   return float(np.random.default_rng(key).random()), {}
 
 
