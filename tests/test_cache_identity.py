@@ -163,6 +163,11 @@ def test_selection_is_reused_only_for_the_inputs_it_records(experts, session, sm
     assert "Not reusing" in caplog.text, what
   assert select.reusable_selection(str(tmp_path / "nothing"), task, experts, cfg, 32, session) is None
   on_disk = json.load(open(os.path.join(workdir, select.SELECTION_FILE)))
+  on_disk["identity"]["format"] = select.IDENTITY_FORMAT - 1  # scored by an older expert_hub's proxies
+  json.dump(on_disk, open(os.path.join(workdir, select.SELECTION_FILE), "w"))
+  caplog.clear()
+  assert select.reusable_selection(workdir, task, experts, cfg, 32, session) is None
+  assert f"format {select.IDENTITY_FORMAT}" in caplog.text
   del on_disk["identity"]  # as an older expert_hub wrote it
   json.dump(on_disk, open(os.path.join(workdir, select.SELECTION_FILE), "w"))
   assert select.reusable_selection(workdir, task, experts, cfg, 32, session) is None

@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 PROXIES = proxies_lib.PROXIES
 SELECTION_FILE = "selection.json"
 EMBEDDINGS_DIR = "embeddings"
-IDENTITY_FORMAT = 1
+# What a recorded identity means; bumped when a proxy scores the same inputs differently, so that older
+# selections and proxy scores are recomputed, not reused. 2: the random proxy keys on the module, not its path.
+IDENTITY_FORMAT = 2
 
 
 class SelectionMismatchError(provenance.ProvenanceError):
