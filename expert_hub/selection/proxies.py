@@ -164,8 +164,9 @@ def linear_probe_accuracy(features, labels, num_folds=5, l2=1e-2, max_iter=100, 
     correct = 0
     for train, test in folds:
       scaler = sk_preprocessing.StandardScaler().fit(features[train])
-      penalty = {"C": 1.0 / (value * len(train))} if value > 0 else {"penalty": None}
-      probe = linear_model.LogisticRegression(max_iter=max_iter, **penalty)
+      # C = inf is no penalty (scikit-learn 1.8 deprecated penalty=None for it).
+      probe = linear_model.LogisticRegression(C=1.0 / (value * len(train)) if value > 0 else np.inf,
+                                              max_iter=max_iter)
       if len(np.unique(labels[train])) < 2:  # one class left to learn: it is the prediction
         predicted = np.full(len(test), labels[train][0])
       else:
