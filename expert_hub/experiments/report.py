@@ -332,11 +332,13 @@ def plot_kind_comparison(kinds, path):
       dots = [100 * t["picks"][kind][rule]["gain"]["mean"] for t in kinds["tasks"] if rule in t["picks"][kind]]
       ax.scatter(np.full(len(dots), i + offset), dots, s=12, color="black", zorder=3)
   ax.axhline(0, color="black", linewidth=0.8)
+  low, high = ax.get_ylim()
+  ax.set_ylim(low, high + 0.25 * (high - low))  # room for the legend above the tallest dot
   ax.set_xticks(x, [_RULE_TITLES.get(r, f"{r}-ranked") for r in rules])
   ax.set_ylabel(f"gain over the {kinds['baseline']} (top-1 points)")
   ax.set_title("full vs adapter experts on the domain tasks (mean ± 95% interval over tasks; dots: tasks)",
                fontsize=9)
-  ax.legend()
+  ax.legend(loc="upper right", ncol=2)
   save_figure(fig, path)
 
 
