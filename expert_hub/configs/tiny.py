@@ -1,7 +1,7 @@
 """The `tiny` configuration: the whole pipeline on the embedded world at 32 px on 2 CPU cores.
 
 Command:  python binaries/run_pipeline.py --config=tiny --workdir=/tmp/expert_hub_demo
-Cost:     21-26 minutes on a 2-core CPU, 2.9 GB peak (3 measured runs; see README). The experts take ~10.
+Cost:     21-27 minutes on a 2-core CPU, 2.8-3.0 GB peak (5 measured runs; see README). The experts take 10-12.
 
 A 0.55 M-parameter ResNet-v2 (units 1/1/1/1, width 1/4, GroupNorm + WS) trains at ~2,000 images/s here, so
 the generalist sees ~3 epochs of the 64k-image upstream split (it does not absorb it all, as in the paper),
