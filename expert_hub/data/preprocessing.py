@@ -76,29 +76,43 @@ def check_augmentations(augmentations, where="augmentations"):
   return tuple(augmentations)
 
 
-def make_train_dataset(ds, batch_size, resize_to, crop_to, augmentations=AUGMENTATIONS, shuffle_buffer=10_000,
-                       seed=0, label_fn=None):
-  """(image, label) pairs -> shuffled, repeated, batched, augmented training batches.
+def epoch_order_seed(seed, epoch):
+  """The [2] seed of the example order of `epoch` in a stream seeded with `seed`; its second word is negative,
+  so it never equals an example's augmentation seed (example_seed: position >= 0)."""
+  return tf.stack([tf.cast(seed, tf.int64), -1 - tf.cast(epoch, tf.int64)])
+
+
+def make_train_dataset(images, labels, batch_size, resize_to, crop_to, augmentations=AUGMENTATIONS, seed=0,
+                       label_fn=None):
+  """In-memory examples -> shuffled, repeated, batched, augmented training batches.
 
   `augmentations` are the label-preserving ones the task allows (Task.augmentations): "crop" (resize to
   `resize_to`, then a random `crop_to` crop; without it, a plain resize to `crop_to`) and "flip" (a random
-  horizontal flip). Deterministic for a given `seed`: the shuffle order and every example's augmentation
-  (stateless, keyed by its position in the stream) are functions of it, so `.skip(n)` of the result continues
-  an identical stream.
+  horizontal flip).
+
+  The stream is a function of `seed` alone: epoch e visits the N examples in the order of a stateless
+  permutation keyed by (seed, e) (tf.random.experimental.index_shuffle), and the example at stream position p
+  is augmented with stateless ops keyed by (seed, p). Nothing depends on TensorFlow's global seed or on how
+  often this dataset was iterated before, so every model fine-tuned with one seed sees the same batches, a
+  resumed run (`.skip(n)`) continues the same stream, and the same seed gives the same stream in any process.
+  (A `Dataset.shuffle(seed=)` would not: its order mixes in the global seed and moves on at every new iterator.)
   """
   augmentations = check_augmentations(augmentations)
   label_fn = label_fn or (lambda y: y)
   crop = "crop" in augmentations
+  images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+  n = int(labels.shape[0])
+  if n < 1 or images.shape[0] != n:
+    raise ValueError(f"{images.shape[0]} images and {n} labels; expected the same number, at least 1.")
 
-  def prep(index, example):
-    image, label = example
-    image = to_float_image(image)
-    image = train_augment(image, resize_to if crop else crop_to, crop_to, example_seed(seed, index),
-                          flip="flip" in augmentations)
-    return image, label_fn(label)
+  def example_at(position):
+    epoch, i = position // n, position % n
+    j = tf.random.experimental.index_shuffle(i, epoch_order_seed(seed, epoch), tf.constant(n - 1, tf.int64))
+    image = train_augment(to_float_image(tf.gather(images, j)), resize_to if crop else crop_to, crop_to,
+                          example_seed(seed, position), flip="flip" in augmentations)
+    return image, label_fn(tf.gather(labels, j))
 
-  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
-  ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = tf.data.Dataset.counter(dtype=tf.int64).map(example_at, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

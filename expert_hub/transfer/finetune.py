@@ -142,9 +142,8 @@ class Finetuner:
     seed = self.seed if seed is None else seed
     if seed not in self._train_ds:
       images, labels = self._train_source
-      ds = preprocessing.make_train_dataset(tf.data.Dataset.from_tensor_slices((images, labels)),
-                                            self.cfg.batch_size, self.resize, self.crop, self.augmentations,
-                                            shuffle_buffer=len(labels), seed=seed, label_fn=self._one_hot)
+      ds = preprocessing.make_train_dataset(images, labels, self.cfg.batch_size, self.resize, self.crop,
+                                            self.augmentations, seed=seed, label_fn=self._one_hot)
       if self.schedule.mixup_alpha > 0:
         ds = ds.enumerate().map(_mixup(self.schedule.mixup_alpha, seed))
       self._train_ds[seed] = ds
