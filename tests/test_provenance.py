@@ -164,6 +164,33 @@ def test_pipeline_reuses_a_models_finetune_only_for_the_same_inputs(export_dir, 
     pipeline.finetune_once(other, "generalist", "generalist", folder)
 
 
+def test_a_finetune_made_with_an_older_training_stream_is_redone(export_dir, tmp_path):
+  from expert_hub import io_utils
+  from expert_hub.experiments import pipeline
+  from expert_hub.hub import session as session_lib
+  from expert_hub.transfer import finetune
+  session = session_lib.ModuleSession.for_export_dirs([export_dir])
+  cfg = configs.FinetuneConfig(batch_size=16, steps=4, resize=36, crop=32)
+  folder = str(tmp_path / "task")
+  finetuner = finetune.Finetuner(_five_class_task(0), cfg, session=session)
+  first = pipeline.finetune_once(finetuner, "generalist", "generalist", folder)
+  assert first["stream_format"] == finetune.STREAM_FORMAT
+  path = os.path.join(folder, "finetune", "generalist.seed0.json")
+  older = {k: v for k, v in first.items() if k != "stream_format"}  # as the Dataset.shuffle stream wrote it
+  io_utils.atomic_write_json(path, dict(older, made_from="older", test_accuracy=-1.0))
+  os.makedirs(os.path.join(folder, "finetune_runs", "generalist.seed0", "checkpoints"))  # its stale run
+  again = pipeline.finetune_once(finetuner, "generalist", "generalist", folder)
+  assert again["test_accuracy"] == first["test_accuracy"] and again["made_from"] == first["made_from"]
+  assert io_utils.read_json(path)["test_accuracy"] == first["test_accuracy"]
+  # The single-module program's finetune.json likewise.
+  workdir = str(tmp_path / "single")
+  one = finetune.finetune("generalist", _five_class_task(0), cfg, workdir, session=session)
+  io_utils.atomic_write_json(os.path.join(workdir, finetune.FINETUNE_FILE),
+                             {k: v for k, v in dict(one, made_from="older").items() if k != "stream_format"})
+  assert finetune.finetune("generalist", _five_class_task(0), cfg, workdir, session=session)["made_from"] == (
+      one["made_from"])
+
+
 def test_an_export_from_another_trained_model_is_not_kept(trained_workdir, export_dir, tmp_path):
   import shutil
   from expert_hub.hub import export_trained

@@ -75,15 +75,22 @@ def finetune_seeds(cfg, task_name):
 
 def finetune_once(finetuner, name, handle, folder, seed=None):
   """One model's fine-tune on a task with one seed (default the Finetuner's), kept as `<folder>/finetune/
-  <name>.seed<seed>.json` and reused only for the same inputs (Finetuner.made_from); checkpointed under
-  `<folder>/finetune_runs/<name>.seed<seed>/` while it runs (a kill resumes there), removed once the result is
-  written."""
+  <name>.seed<seed>.json` and reused only for the same inputs (Finetuner.made_from): one made with an older
+  training stream (finetune.STREAM_FORMAT) is fine-tuned again, one made from other inputs is refused.
+  Checkpointed under `<folder>/finetune_runs/<name>.seed<seed>/` while it runs (a kill resumes there), removed
+  once the result is written."""
   seed = finetuner.seed if seed is None else seed
   stem = f"{naming.folder_name(name)}.seed{seed}"
   result_path = os.path.join(folder, "finetune", stem + ".json")
+  run_dir = os.path.join(folder, "finetune_runs", stem)
   made_from = provenance.digest(finetuner.made_from(handle, seed))
-  if os.path.exists(result_path):
-    done = io_utils.read_json(result_path)
+  done = io_utils.read_json(result_path) if os.path.exists(result_path) else None
+  if done is not None and done.get("made_from") != made_from and finetune_lib.is_older_stream(done):
+    log.info("%s was fine-tuned by an older expert_hub (stream format %s, now %d); fine-tuning again.",
+             result_path, done.get("stream_format"), finetune_lib.STREAM_FORMAT)
+    done = None
+    shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of the older stream's run
+  if done is not None:
     if done.get("made_from") != made_from:
       raise provenance.ProvenanceError(
           f"{result_path!r} holds a fine-tune of {done.get('expert')!r} on {done.get('task')!r} made from other "
@@ -92,7 +99,6 @@ def finetune_once(finetuner, name, handle, folder, seed=None):
     log.info("[%s] %s seed %d: already fine-tuned (test accuracy %.4f); reusing %s.", finetuner.task.name, name,
              seed, done["test_accuracy"], result_path)
     return done
-  run_dir = os.path.join(folder, "finetune_runs", stem)
   result = finetuner.run(handle, workdir=run_dir, seed=seed)
   io_utils.atomic_write_json(result_path, result)
   shutil.rmtree(run_dir, ignore_errors=True)  # the result file is the durable record now

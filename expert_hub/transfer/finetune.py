@@ -13,6 +13,7 @@ Any other hub module is fine-tuned through ExpertLayer, loaded once per process 
 import dataclasses
 import logging
 import os
+import shutil
 import time
 
 import keras
@@ -37,6 +38,15 @@ from expert_hub.transfer import linear_head
 
 log = logging.getLogger(__name__)
 FINETUNE_FILE = "finetune.json"
+# What a fine-tune's training stream is; bumped when one seed gives other batches, so that results made with an
+# older stream are fine-tuned again, not reused (is_older_stream). 2: each epoch's order is a stateless
+# permutation keyed by the seed (preprocessing.make_train_dataset), not a Dataset.shuffle.
+STREAM_FORMAT = 2
+
+
+def is_older_stream(result):
+  """True for a fine-tune result made before STREAM_FORMAT (or without one): its batches were another stream's."""
+  return result.get("stream_format") != STREAM_FORMAT
 
 
 def _mixup(alpha, seed):
@@ -162,7 +172,8 @@ class Finetuner:
     return {"stage": "fine-tune", "task": self.task.name, "num_classes": self.task.num_classes,
             "data": self.data_fingerprint, "module": cache.module_identity(f"{path}#{packed}" if packed else path),
             "config": self.cfg, "schedule": dataclasses.asdict(self.schedule), "learning_rate": self.lr,
-            "resolution": [self.resize, self.crop], "augmentations": list(self.augmentations), "seed": seed}
+            "resolution": [self.resize, self.crop], "augmentations": list(self.augmentations), "seed": seed,
+            "stream": STREAM_FORMAT}
 
   def _compile(self, model):
     """Compiles under the strategy's scope (optimizer slots mirror the weights); call inside that scope.
@@ -243,7 +254,8 @@ class Finetuner:
               "batch_size": self.cfg.batch_size,
               "learning_rate": self.lr, "resolution": [self.resize, self.crop],
               "num_train_examples": int(len(self.train_labels)), "num_test_examples": int(len(self.test_labels)),
-              "head_init": self.cfg.head_init, "seed": seed, "made_from": provenance.digest(made_from)}
+              "head_init": self.cfg.head_init, "seed": seed, "stream_format": STREAM_FORMAT,
+              "made_from": provenance.digest(made_from)}
     log.info("[finetune %s] %s: test accuracy %.4f (%d steps, %.1f s)", self.task.name, handle, accuracy,
              self.schedule.steps, result["seconds"])
     return result
@@ -299,14 +311,20 @@ def finetune(handle, task, cfg, workdir, export_dirs=None, strategy=None, sessio
   finetuner = Finetuner(task, cfg, export_dirs, seed=seed, strategy=strategy, session=session)
   out = os.path.join(workdir, FINETUNE_FILE)
   made_from = provenance.digest(finetuner.made_from(handle))
+  run_dir = os.path.join(workdir, "finetune_runs", naming.folder_name(handle))
   if os.path.exists(out):
     previous = io_utils.read_json(out)
-    if previous.get("made_from") != made_from:
+    if previous.get("made_from") != made_from and is_older_stream(previous):
+      log.info("%s was fine-tuned by an older expert_hub (stream format %s, now %d); fine-tuning again.", out,
+               previous.get("stream_format"), STREAM_FORMAT)
+      if strategies.is_chief(strategy):
+        shutil.rmtree(run_dir, ignore_errors=True)  # its checkpoints hold the older stream's run
+    elif previous.get("made_from") != made_from:
       raise provenance.ProvenanceError(
           f"{out!r} holds the result of another fine-tune (task {previous.get('task')!r}, expert "
           f"{previous.get('expert')!r}); this one is {handle!r} on {task.name!r}. Nothing was overwritten; use "
           "another workdir.")
-  result = finetuner.run(handle, workdir=os.path.join(workdir, "finetune_runs", naming.folder_name(handle)))
+  result = finetuner.run(handle, workdir=run_dir)
   if strategies.is_chief(strategy):
     io_utils.atomic_write_json(out, result)
   return result
