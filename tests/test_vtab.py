@@ -3,6 +3,7 @@ run_vtab protocol end to end on three tasks faked with tfds.testing.mock_data (o
 
 import contextlib
 import csv
+import glob
 import json
 import os
 from unittest import mock
@@ -17,6 +18,7 @@ from expert_hub import provenance
 from expert_hub.experiments import vtab_runner
 from expert_hub.tasks import get_task
 from expert_hub.tasks import vtab
+from expert_hub.transfer import finetune
 
 # The doc's table (shared/docs/bit_and_vtab.md): group, TFDS spec, classes, and (train, val, trainval, test).
 _90_10 = ("train[:90%]", "train[90%:]", "train", "test")
@@ -287,6 +289,21 @@ def test_sweep_picks_the_best_point_and_resumes(tmp_path, smoke_cfg):
     os.remove(os.path.join(task_dir, "result.json"))
     with pytest.raises(provenance.ProvenanceError, match="VTAB sweep point made from other inputs"):
       vtab_runner.run_task(task, "mini32/glyphs/1", smoke_cfg, sweep, task_dir)
+    # Files made with the older fine-tuning stream (no stream_format) are fine-tuned again, not refused.
+    for path in glob.glob(os.path.join(task_dir, "sweep", "*.json")):
+      older = json.load(open(path))
+      json.dump({k: v for k, v in dict(older, made_from="older").items() if k != "stream_format"}, open(path, "w"))
+    calls.clear()
+    again = vtab_runner.run_task(task, "mini32/shapes/1", smoke_cfg, sweep, task_dir)
+  assert again["best"] == result["best"] and again["stream_format"] == finetune.STREAM_FORMAT
+  assert len(calls) == 5  # the 4 sweep points and the final fine-tune
+  path = os.path.join(task_dir, "result.json")
+  json.dump({k: v for k, v in dict(again, made_from="older").items() if k != "stream_format"}, open(path, "w"))
+  calls.clear()
+  with mock.patch.object(vtab_runner, "_finetuner", fake_finetuner):
+    redone = vtab_runner.run_task(task, "mini32/shapes/1", smoke_cfg, sweep, task_dir)
+  assert (redone["best"], redone["test_accuracy"]) == (again["best"], again["test_accuracy"])
+  assert len(calls) == 1 and calls[0][3] == "train800val200"  # the sweep points were current: reused
   default = vtab_runner.default_sweep(smoke_cfg.finetune)  # smoke: tiny's base_lr 0.03, 20 steps.
   assert smoke_cfg.finetune.base_lr == 0.03
   assert default.base_lrs == (0.009, 0.03, 0.09) and default.steps == (20, 40)
