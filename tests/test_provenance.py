@@ -163,10 +163,10 @@ def test_pipeline_reuses_a_models_finetune_only_for_the_same_inputs(export_dir, 
   other = finetune.Finetuner(_five_class_task(1), cfg, session=session)
   with pytest.raises(provenance.ProvenanceError, match="made from other inputs"):
     pipeline.finetune_once(other, "generalist", "generalist", folder)
-  # A result made with an older training stream (no stream_format) is fine-tuned again, not refused.
-  assert first["stream_format"] == finetune.STREAM_FORMAT
+  # A result made by an older recipe (no recipe_format) is fine-tuned again, not refused.
+  assert first["recipe_format"] == finetune.RECIPE_FORMAT
   path = os.path.join(folder, "finetune", "generalist.seed0.json")
-  older = {k: v for k, v in first.items() if k != "stream_format"}  # as the Dataset.shuffle stream wrote it
+  older = {k: v for k, v in first.items() if k != "recipe_format"}  # as an older expert_hub wrote it
   io_utils.atomic_write_json(path, dict(older, made_from="older", test_accuracy=-1.0))
   os.makedirs(os.path.join(folder, "finetune_runs", "generalist.seed0", "checkpoints"))  # its stale run
   finetuner = finetune.Finetuner(_five_class_task(0), cfg, session=session)
@@ -177,7 +177,7 @@ def test_pipeline_reuses_a_models_finetune_only_for_the_same_inputs(export_dir, 
   workdir = str(tmp_path / "single")
   one = finetune.finetune("generalist", _five_class_task(0), cfg, workdir, session=session)
   io_utils.atomic_write_json(os.path.join(workdir, finetune.FINETUNE_FILE),
-                             {k: v for k, v in dict(one, made_from="older").items() if k != "stream_format"})
+                             {k: v for k, v in dict(one, made_from="older").items() if k != "recipe_format"})
   assert finetune.finetune("generalist", _five_class_task(0), cfg, workdir, session=session)["made_from"] == (
       one["made_from"])
 

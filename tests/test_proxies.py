@@ -52,6 +52,28 @@ def test_linear_probe_hand_computed_cv():
     proxies.linear_probe_accuracy(x1, y1, num_folds=3, l2=-1.0)
 
 
+def test_probes_converge_where_the_former_iteration_caps_stopped_short():
+  """Embedding-like features (rectified low-rank, more dimensions than examples) on which lbfgs needs more than
+  the 100 (CV probe) and 200 (fine-tuning head) iterations the probes used to stop at: both now converge, so
+  the probe accuracies reported beside fine-tuning are the probe's, not an early stop's."""
+  import warnings
+  from sklearn import exceptions, linear_model, preprocessing as sk_preprocessing
+  from expert_hub.transfer import linear_head
+  rng = np.random.default_rng(0)
+  labels = np.arange(200) % 10
+  latent = rng.normal(size=(10, 4))[labels] + rng.normal(size=(200, 4))
+  features = np.maximum(latent @ rng.normal(size=(4, 256)), 0) + 0.1 * rng.normal(size=(200, 256))
+  standardised = sk_preprocessing.StandardScaler().fit_transform(features)
+  with pytest.warns(exceptions.ConvergenceWarning):  # the data is as hard as claimed
+    linear_model.LogisticRegression(C=1 / (0.01 * 200), max_iter=200).fit(standardised, labels)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", exceptions.ConvergenceWarning)
+    accuracy, _ = proxies.linear_probe_accuracy(features, labels)
+    kernel, bias = linear_head.fit(features, labels, size=10)
+  assert 0.1 < accuracy <= 1.0
+  assert np.mean(np.argmax(features @ kernel + bias, axis=1) == labels) > accuracy  # its own training data
+
+
 def _gaussian_log_evidence(f, y, alpha, beta):
   """log N(y; 0, I / beta + F F^T / alpha): the marginal likelihood LogME maximises, in closed form."""
   cov = np.eye(len(y)) / beta + f @ f.T / alpha

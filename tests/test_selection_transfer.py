@@ -10,7 +10,7 @@ from PIL import Image
 
 from expert_hub import configs
 from expert_hub.hub import registry
-from expert_hub.selection import select
+from expert_hub.selection import proxies, select
 from expert_hub.tasks import ArrayTask, FolderTask, get_task
 from expert_hub.transfer import finetune, hyperrule
 
@@ -70,7 +70,8 @@ def test_linear_head_is_the_probe_on_raw_features(num_classes):
   absent = [c for c in range(8) if c not in set(labels)]
   assert not kernel[:, absent].any() and not bias[absent].any()
   scaler = sk_preprocessing.StandardScaler().fit(features)
-  probe = linear_model.LogisticRegression(C=1 / (0.05 * 60), max_iter=200).fit(scaler.transform(features), labels)
+  probe = linear_model.LogisticRegression(C=1 / (0.05 * 60), max_iter=proxies.PROBE_MAX_ITER).fit(
+      scaler.transform(features), labels)
   logits = features @ kernel + bias
   present = logits[:, probe.classes_]
   probs = np.exp(present - present.max(1, keepdims=True))

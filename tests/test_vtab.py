@@ -289,16 +289,16 @@ def test_sweep_picks_the_best_point_and_resumes(tmp_path, smoke_cfg):
     os.remove(os.path.join(task_dir, "result.json"))
     with pytest.raises(provenance.ProvenanceError, match="VTAB sweep point made from other inputs"):
       vtab_runner.run_task(task, "mini32/glyphs/1", smoke_cfg, sweep, task_dir)
-    # Files made with the older fine-tuning stream (no stream_format) are fine-tuned again, not refused.
+    # Files made by an older fine-tuning recipe (no recipe_format) are fine-tuned again, not refused.
     for path in glob.glob(os.path.join(task_dir, "sweep", "*.json")):
       older = json.load(open(path))
-      json.dump({k: v for k, v in dict(older, made_from="older").items() if k != "stream_format"}, open(path, "w"))
+      json.dump({k: v for k, v in dict(older, made_from="older").items() if k != "recipe_format"}, open(path, "w"))
     calls.clear()
     again = vtab_runner.run_task(task, "mini32/shapes/1", smoke_cfg, sweep, task_dir)
-  assert again["best"] == result["best"] and again["stream_format"] == finetune.STREAM_FORMAT
+  assert again["best"] == result["best"] and again["recipe_format"] == finetune.RECIPE_FORMAT
   assert len(calls) == 5  # the 4 sweep points and the final fine-tune
   path = os.path.join(task_dir, "result.json")
-  json.dump({k: v for k, v in dict(again, made_from="older").items() if k != "stream_format"}, open(path, "w"))
+  json.dump({k: v for k, v in dict(again, made_from="older").items() if k != "recipe_format"}, open(path, "w"))
   calls.clear()
   with mock.patch.object(vtab_runner, "_finetuner", fake_finetuner):
     redone = vtab_runner.run_task(task, "mini32/shapes/1", smoke_cfg, sweep, task_dir)

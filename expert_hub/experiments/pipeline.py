@@ -76,7 +76,7 @@ def finetune_seeds(cfg, task_name):
 def finetune_once(finetuner, name, handle, folder, seed=None):
   """One model's fine-tune on a task with one seed (default the Finetuner's), kept as `<folder>/finetune/
   <name>.seed<seed>.json` and reused only for the same inputs (Finetuner.made_from): one made with an older
-  training stream (finetune.STREAM_FORMAT) is fine-tuned again, one made from other inputs is refused.
+  fine-tuning recipe (finetune.RECIPE_FORMAT) is fine-tuned again, one made from other inputs is refused.
   Checkpointed under `<folder>/finetune_runs/<name>.seed<seed>/` while it runs (a kill resumes there), removed
   once the result is written."""
   seed = finetuner.seed if seed is None else seed
@@ -85,11 +85,11 @@ def finetune_once(finetuner, name, handle, folder, seed=None):
   run_dir = os.path.join(folder, "finetune_runs", stem)
   made_from = provenance.digest(finetuner.made_from(handle, seed))
   done = io_utils.read_json(result_path) if os.path.exists(result_path) else None
-  if done is not None and done.get("made_from") != made_from and finetune_lib.is_older_stream(done):
-    log.info("%s was fine-tuned by an older expert_hub (stream format %s, now %d); fine-tuning again.",
-             result_path, done.get("stream_format"), finetune_lib.STREAM_FORMAT)
+  if done is not None and done.get("made_from") != made_from and finetune_lib.is_older_recipe(done):
+    log.info("%s was fine-tuned by an older expert_hub (recipe format %s, now %d); fine-tuning again.",
+             result_path, done.get("recipe_format"), finetune_lib.RECIPE_FORMAT)
     done = None
-    shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of the older stream's run
+    shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of the older recipe's run
   if done is not None:
     if done.get("made_from") != made_from:
       raise provenance.ProvenanceError(

@@ -80,14 +80,14 @@ def _finetuner(task, ft_cfg, lr, steps, train_split, test_split, session, strate
 
 def _reuse(path, made_from, what):
   """The JSON at `path` when it exists and was made from `made_from` (a provenance digest), None when absent or
-  made with an older fine-tuning stream (finetune.STREAM_FORMAT: redone); a file made from other inputs (another
+  made with an older fine-tuning recipe (finetune.RECIPE_FORMAT: redone); a file made from other inputs (another
   dataset preparation, module, config) is refused, not reused."""
   if not os.path.exists(path):
     return None
   done = io_utils.read_json(path)
-  if done.get("made_from") != made_from and finetune_lib.is_older_stream(done):
-    log.info("%s was fine-tuned by an older expert_hub (stream format %s, now %d); fine-tuning again.", path,
-             done.get("stream_format"), finetune_lib.STREAM_FORMAT)
+  if done.get("made_from") != made_from and finetune_lib.is_older_recipe(done):
+    log.info("%s was fine-tuned by an older expert_hub (recipe format %s, now %d); fine-tuning again.", path,
+             done.get("recipe_format"), finetune_lib.RECIPE_FORMAT)
     return None
   if done.get("made_from") != made_from:
     raise provenance.ProvenanceError(
@@ -152,7 +152,7 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
     if point is None:
       r = finetuner.run(expert)
       point = {"base_lr": lr, "steps": steps, "val_accuracy": r["test_accuracy"], "seconds": r["seconds"],
-               "stream_format": finetune_lib.STREAM_FORMAT, "made_from": made_from}
+               "recipe_format": finetune_lib.RECIPE_FORMAT, "made_from": made_from}
       io_utils.atomic_write_json(path, point)
       log.info("[vtab %s] %s lr=%g steps=%d: val200 %.4f", task.name, expert, lr, steps, point["val_accuracy"])
     sweep_results.append(point)
@@ -173,7 +173,7 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
       "test_accuracy": final["test_accuracy"], "num_test_examples": final["num_test_examples"],
       "seconds": {"selection": round(select_seconds, 2), "sweep": round(sum(p["seconds"] for p in sweep_results), 2),
                   "final": final["seconds"], "total": round(time.time() - t0, 2)},
-      "stream_format": finetune_lib.STREAM_FORMAT, "made_from": final["made_from"],
+      "recipe_format": finetune_lib.RECIPE_FORMAT, "made_from": final["made_from"],
   }
   io_utils.atomic_write_json(done, result)
   log.info("[vtab %s] %s (lr=%g, %d steps): test top-1 %.4f", task.name, expert, best["base_lr"], best["steps"],

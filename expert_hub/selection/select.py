@@ -48,7 +48,8 @@ SELECTION_FILE = "selection.json"
 EMBEDDINGS_DIR = "embeddings"
 # What a recorded identity means; bumped when a proxy scores the same inputs differently, so that older
 # selections and proxy scores are recomputed, not reused. 2: the random proxy keys on the module, not its path.
-IDENTITY_FORMAT = 2
+# 3: the linear probe runs until lbfgs converges (proxies.PROBE_MAX_ITER, was 100 iterations).
+IDENTITY_FORMAT = 3
 
 
 class SelectionMismatchError(provenance.ProvenanceError):

@@ -38,15 +38,16 @@ from expert_hub.transfer import linear_head
 
 log = logging.getLogger(__name__)
 FINETUNE_FILE = "finetune.json"
-# What a fine-tune's training stream is; bumped when one seed gives other batches, so that results made with an
-# older stream are fine-tuned again, not reused (is_older_stream). 2: each epoch's order is a stateless
-# permutation keyed by the seed (preprocessing.make_train_dataset), not a Dataset.shuffle.
-STREAM_FORMAT = 2
+# What a fine-tune does beyond its made_from inputs; bumped when the same inputs and seed train differently, so
+# that results made by an older recipe are fine-tuned again, not reused (is_older_recipe). 2: each epoch's
+# order is a stateless permutation keyed by the seed (preprocessing.make_train_dataset), not a Dataset.shuffle.
+# 3: the linear-probe head is fitted until lbfgs converges (linear_head.fit, proxies.PROBE_MAX_ITER).
+RECIPE_FORMAT = 3
 
 
-def is_older_stream(result):
-  """True for a fine-tune result made before STREAM_FORMAT (or without one): its batches were another stream's."""
-  return result.get("stream_format") != STREAM_FORMAT
+def is_older_recipe(result):
+  """True for a fine-tune result made before RECIPE_FORMAT (or without one): another stream or starting head."""
+  return result.get("recipe_format") != RECIPE_FORMAT
 
 
 def _mixup(alpha, seed):
@@ -173,7 +174,7 @@ class Finetuner:
             "data": self.data_fingerprint, "module": cache.module_identity(f"{path}#{packed}" if packed else path),
             "config": self.cfg, "schedule": dataclasses.asdict(self.schedule), "learning_rate": self.lr,
             "resolution": [self.resize, self.crop], "augmentations": list(self.augmentations), "seed": seed,
-            "stream": STREAM_FORMAT}
+            "recipe": RECIPE_FORMAT}
 
   def _compile(self, model):
     """Compiles under the strategy's scope (optimizer slots mirror the weights); call inside that scope.
@@ -254,7 +255,7 @@ class Finetuner:
               "batch_size": self.cfg.batch_size,
               "learning_rate": self.lr, "resolution": [self.resize, self.crop],
               "num_train_examples": int(len(self.train_labels)), "num_test_examples": int(len(self.test_labels)),
-              "head_init": self.cfg.head_init, "seed": seed, "stream_format": STREAM_FORMAT,
+              "head_init": self.cfg.head_init, "seed": seed, "recipe_format": RECIPE_FORMAT,
               "made_from": provenance.digest(made_from)}
     log.info("[finetune %s] %s: test accuracy %.4f (%d steps, %.1f s)", self.task.name, handle, accuracy,
              self.schedule.steps, result["seconds"])
@@ -314,11 +315,11 @@ def finetune(handle, task, cfg, workdir, export_dirs=None, strategy=None, sessio
   run_dir = os.path.join(workdir, "finetune_runs", naming.folder_name(handle))
   if os.path.exists(out):
     previous = io_utils.read_json(out)
-    if previous.get("made_from") != made_from and is_older_stream(previous):
-      log.info("%s was fine-tuned by an older expert_hub (stream format %s, now %d); fine-tuning again.", out,
-               previous.get("stream_format"), STREAM_FORMAT)
+    if previous.get("made_from") != made_from and is_older_recipe(previous):
+      log.info("%s was fine-tuned by an older expert_hub (recipe format %s, now %d); fine-tuning again.", out,
+               previous.get("recipe_format"), RECIPE_FORMAT)
       if strategies.is_chief(strategy):
-        shutil.rmtree(run_dir, ignore_errors=True)  # its checkpoints hold the older stream's run
+        shutil.rmtree(run_dir, ignore_errors=True)  # its checkpoints hold the older recipe's run
     elif previous.get("made_from") != made_from:
       raise provenance.ProvenanceError(
           f"{out!r} holds the result of another fine-tune (task {previous.get('task')!r}, expert "

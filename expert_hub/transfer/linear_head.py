@@ -13,8 +13,10 @@ standardisation is folded into the returned kernel and bias, so the head reads t
 
 import numpy as np
 
+from expert_hub.selection import proxies
 
-def fit(features, labels, size, l2=1e-2, max_iter=200):
+
+def fit(features, labels, size, l2=1e-2, max_iter=proxies.PROBE_MAX_ITER):
   """(kernel [D, size], bias [size]) float32 of a probe on `features` [N, D] and integer `labels` [N].
 
   Columns of classes absent from `labels` (and the padding up to `size`, see finetune.head_size) stay 0. With
