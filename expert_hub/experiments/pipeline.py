@@ -85,9 +85,7 @@ def finetune_once(finetuner, name, handle, folder, seed=None):
   run_dir = os.path.join(folder, "finetune_runs", stem)
   made_from = provenance.digest(finetuner.made_from(handle, seed))
   done = io_utils.read_json(result_path) if os.path.exists(result_path) else None
-  if done is not None and done.get("made_from") != made_from and finetune_lib.is_older_recipe(done):
-    log.info("%s was fine-tuned by an older expert_hub (recipe format %s, now %d); fine-tuning again.",
-             result_path, done.get("recipe_format"), finetune_lib.RECIPE_FORMAT)
+  if done is not None and finetune_lib.is_older_recipe(done, made_from, result_path):
     done = None
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of the older recipe's run
   if done is not None:

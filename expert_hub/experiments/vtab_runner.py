@@ -85,9 +85,7 @@ def _reuse(path, made_from, what):
   if not os.path.exists(path):
     return None
   done = io_utils.read_json(path)
-  if done.get("made_from") != made_from and finetune_lib.is_older_recipe(done):
-    log.info("%s was fine-tuned by an older expert_hub (recipe format %s, now %d); fine-tuning again.", path,
-             done.get("recipe_format"), finetune_lib.RECIPE_FORMAT)
+  if finetune_lib.is_older_recipe(done, made_from, path):
     return None
   if done.get("made_from") != made_from:
     raise provenance.ProvenanceError(

@@ -45,9 +45,15 @@ FINETUNE_FILE = "finetune.json"
 RECIPE_FORMAT = 3
 
 
-def is_older_recipe(result):
-  """True for a fine-tune result made before RECIPE_FORMAT (or without one): another stream or starting head."""
-  return result.get("recipe_format") != RECIPE_FORMAT
+def is_older_recipe(result, made_from, path):
+  """True, and logged, when the fine-tune `result` read from `path` was not made from `made_from` because an
+  older recipe made it (before RECIPE_FORMAT, or without one: another stream or starting head): the caller
+  fine-tunes it again. A result made from other inputs by this recipe is for the caller to refuse."""
+  if result.get("made_from") == made_from or result.get("recipe_format") == RECIPE_FORMAT:
+    return False
+  log.info("%s was fine-tuned by an older expert_hub (recipe format %s, now %d); fine-tuning again.", path,
+           result.get("recipe_format"), RECIPE_FORMAT)
+  return True
 
 
 def _mixup(alpha, seed):
@@ -315,9 +321,7 @@ def finetune(handle, task, cfg, workdir, export_dirs=None, strategy=None, sessio
   run_dir = os.path.join(workdir, "finetune_runs", naming.folder_name(handle))
   if os.path.exists(out):
     previous = io_utils.read_json(out)
-    if previous.get("made_from") != made_from and is_older_recipe(previous):
-      log.info("%s was fine-tuned by an older expert_hub (recipe format %s, now %d); fine-tuning again.", out,
-               previous.get("recipe_format"), RECIPE_FORMAT)
+    if is_older_recipe(previous, made_from, out):
       if strategies.is_chief(strategy):
         shutil.rmtree(run_dir, ignore_errors=True)  # its checkpoints hold the older recipe's run
     elif previous.get("made_from") != made_from:
