@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "numpy",
     "scikit-learn==1.9.1",  # the linear probe (LogisticRegression) and its folds (StratifiedKFold)
     "scipy==1.17.1",  # intervals (t quantiles) and rank correlations (kendalltau, spearmanr)
+    "threadpoolctl==3.8.0",  # a scikit-learn dependency; holds the probes at one BLAS thread (proxies.fit_probe)
 ]
 
 BINARIES = {
@@ -36,6 +37,7 @@ BINARIES = {
     "expert-hub-benchmark-expert-stream": "binaries.benchmark_expert_stream:run",
     "expert-hub-benchmark-inference": "binaries.benchmark_inference:run",
     "expert-hub-benchmark-knn": "binaries.benchmark_knn:run",
+    "expert-hub-benchmark-probe": "binaries.benchmark_probe:run",
     "expert-hub-benchmark-transfer-cost": "binaries.benchmark_transfer_cost:run",
     "expert-hub-run-vtab": "binaries.run_vtab:run",
 }

@@ -19,6 +19,7 @@ import numpy as np
 
 from expert_hub import flags_common
 from expert_hub import io_utils
+from expert_hub.selection import synthetic_features as synthetic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["1000", "10000", "50000", "200000"], "Numbers of examples N.")
@@ -30,20 +31,6 @@ flags.DEFINE_integer("max_queries", 10_000, "Leave-one-out queries per size (a r
 flags.DEFINE_list("leaves_to_search", ["0.1", "0.3"], "scann_ah: fractions of the tree's leaves searched.")
 flags.DEFINE_integer("seed", 0, "Seed of the features and the query subset.", lower_bound=0)
 flags.DEFINE_string("output", "", "Optional JSON path for the results.")
-
-
-def synthetic_features(n, dim, num_classes, seed, latent=64, noise=1.6):
-  """[n, dim] float32 ReLU features and [n] labels; classes overlap enough that LOO accuracy is well below 1."""
-  rng = np.random.RandomState(seed)
-  centres = rng.randn(num_classes, latent).astype(np.float32)
-  projection = (rng.randn(latent, dim) / np.sqrt(latent)).astype(np.float32)
-  labels = rng.randint(0, num_classes, n)
-  x = np.empty([n, dim], np.float32)
-  for start in range(0, n, 20_000):
-    z = centres[labels[start:start + 20_000]]
-    z = z + noise * rng.randn(*z.shape).astype(np.float32)
-    x[start:start + 20_000] = np.maximum(z @ projection, 0.0)
-  return x, labels
 
 
 def measure(x, labels, k, backend, query_ids, **index_kwargs):
@@ -83,7 +70,7 @@ def main(argv):
     raise SystemExit("ScaNN does not import on this platform; nothing to compare exact search with.")
   rows = []
   for n in sizes:
-    x, labels = synthetic_features(n, FLAGS.dim, FLAGS.num_classes, FLAGS.seed)
+    x, labels = synthetic.synthetic_features(n, FLAGS.dim, FLAGS.num_classes, FLAGS.seed)
     x = knn.l2_normalize(x)
     rng = np.random.RandomState(FLAGS.seed + 1)
     queries = np.arange(n) if n <= FLAGS.max_queries else np.sort(rng.choice(n, FLAGS.max_queries, replace=False))

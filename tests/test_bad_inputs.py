@@ -197,6 +197,8 @@ CASES = [
     ("bench-knn-k-0", "binaries/benchmark_knn.py", ["--k=0", "--sizes=100"], ["k=0"]),
     ("bench-knn-sizes", "binaries/benchmark_knn.py", ["--sizes=100,-7"], ["-7"]),
     ("bench-knn-leaves", "binaries/benchmark_knn.py", ["--sizes=100", "--leaves_to_search=1.5"], ["1.5"]),
+    ("bench-probe-dims", "binaries/benchmark_probe.py", ["--dims=512,x2"], ["--dims", "x2"]),
+    ("bench-probe-folds", "binaries/benchmark_probe.py", ["--folds=1"], ["folds"]),
     ("bench-inference-batch-0", "binaries/benchmark_inference.py", ["--batch_size=0", "--model=tiny"],
      ["batch_size=0"]),
     ("bench-inference-sizes", "binaries/benchmark_inference.py", ["--sizes=big", "--model=tiny"], ["big"]),

@@ -74,6 +74,34 @@ def test_probes_converge_where_the_former_iteration_caps_stopped_short():
   assert np.mean(np.argmax(features @ kernel + bias, axis=1) == labels) > accuracy  # its own training data
 
 
+def test_probes_fit_on_one_blas_thread_to_the_coefficients_of_the_librarys_own_count():
+  """Every probe fit (the CV proxy and the fine-tune's head, through proxies.fit_probe) runs with BLAS held at
+  PROBE_BLAS_THREADS, whatever the process's setting, and reaches what the default thread count reaches."""
+  import threadpoolctl
+  from sklearn import linear_model
+  from expert_hub.selection import synthetic_features
+  from expert_hub.transfer import linear_head
+  features, labels = synthetic_features.synthetic_features(300, 64, 6, seed=0)
+  seen = []
+  real_fit = linear_model.LogisticRegression.fit
+
+  def fit_recording_threads(self, x, y):
+    seen.append({lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"})
+    return real_fit(self, x, y)
+
+  with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # a multi-threaded process, as on CI's 2 cores
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(linear_model.LogisticRegression, "fit", fit_recording_threads)
+      accuracy = proxies.linear_probe_accuracy(features, labels, num_folds=3)
+      kernel, bias = linear_head.fit(features, labels, size=6)
+    assert seen == [{proxies.PROBE_BLAS_THREADS}] * 4  # 3 folds + the head
+    assert proxies.linear_probe_accuracy(features, labels, num_folds=3, blas_threads=None) == accuracy
+    default_kernel, default_bias = linear_head.fit(features, labels, size=6, blas_threads=None)
+  np.testing.assert_allclose(kernel, default_kernel, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(bias, default_bias, rtol=1e-5, atol=1e-6)
+  assert proxies.PROBE_BLAS_THREADS == 1
+
+
 def _gaussian_log_evidence(f, y, alpha, beta):
   """log N(y; 0, I / beta + F F^T / alpha): the marginal likelihood LogME maximises, in closed form."""
   cov = np.eye(len(y)) / beta + f @ f.T / alpha

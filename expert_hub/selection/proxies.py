@@ -137,23 +137,46 @@ def knn_accuracy(features, labels, k=1, metric="cosine", backend="auto"):
 # the former caps stopped 31 of 56 first CV folds (100) and 5 of 56 fine-tuning heads (200) short; 1,000 lets
 # them converge.
 PROBE_MAX_ITER = 1000
+# BLAS threads a probe fits with. lbfgs fits a [1000, 512] probe in many small BLAS calls, on which OpenBLAS's
+# threads mostly wait for each other: on 2 cores a fit took 0.6-1.3 s with the cores idle and 4-8 s beside a
+# training process, against 0.16-0.5 s on one thread, to the same coefficients (4e-15 apart) and accuracies
+# (binaries/benchmark_probe.py). One thread also makes the fit the same bits on any number of cores.
+PROBE_BLAS_THREADS = 1
 
 
-def linear_probe_accuracy(features, labels, num_folds=5, l2=1e-2, max_iter=PROBE_MAX_ITER, seed=0):
+def fit_probe(features, labels, l2, max_iter=PROBE_MAX_ITER, blas_threads=PROBE_BLAS_THREADS):
+  """(scaler, probe) fitted on `features` [N, D] and `labels` [N]: the frozen-feature probe of this module and of
+  transfer/linear_head.py.
+
+  Features are standardised (scikit-learn's StandardScaler); a multinomial LogisticRegression minimises mean
+  cross-entropy + l2/2 ||W||^2 (C = 1 / (l2 N); l2 = 0: no penalty) with BLAS held at `blas_threads` threads
+  (threadpoolctl; None: the BLAS library's own count). Predict with `probe.predict(scaler.transform(x))`.
+  """
+  from sklearn import linear_model, preprocessing as sk_preprocessing  # pylint: disable=g-import-not-at-top
+  import threadpoolctl  # pylint: disable=g-import-not-at-top
+  scaler = sk_preprocessing.StandardScaler().fit(features)
+  # C = inf is no penalty (scikit-learn 1.8 deprecated penalty=None for it).
+  probe = linear_model.LogisticRegression(C=1.0 / (l2 * len(labels)) if l2 > 0 else np.inf, max_iter=max_iter)
+  with threadpoolctl.threadpool_limits(limits=blas_threads, user_api="blas"):
+    probe.fit(scaler.transform(features), labels)
+  return scaler, probe
+
+
+def linear_probe_accuracy(features, labels, num_folds=5, l2=1e-2, max_iter=PROBE_MAX_ITER, seed=0,
+                          blas_threads=PROBE_BLAS_THREADS):
   """Cross-validated accuracy of a logistic-regression probe on frozen features (the linear-evaluation protocol).
 
-  scikit-learn's StratifiedKFold (shuffled with `seed`) splits the task's training split; per fold the features
-  are standardised with the training folds' statistics (StandardScaler) and a multinomial LogisticRegression
-  minimising mean cross-entropy + l2/2 ||W||^2 (C = 1 / (l2 n_train); l2 = 0: no penalty) classifies the held-out
-  fold. `l2` may be a sequence: each value is cross-validated on the same folds and the best mean accuracy is
-  returned (as LogisticRegressionCV does; slightly optimistic, as any model selection on the folds it is scored
-  on). A class with fewer examples than folds is absent from some training folds; those held-out examples count
-  as errors.
+  scikit-learn's StratifiedKFold (shuffled with `seed`) splits the task's training split; per fold `fit_probe`
+  (features standardised with the training folds' statistics, a multinomial LogisticRegression minimising mean
+  cross-entropy + l2/2 ||W||^2) classifies the held-out fold. `l2` may be a sequence: each value is
+  cross-validated on the same folds and the best mean accuracy is returned (as LogisticRegressionCV does;
+  slightly optimistic, as any model selection on the folds it is scored on). A class with fewer examples than
+  folds is absent from some training folds; those held-out examples count as errors.
 
   Returns:
     (mean held-out accuracy, the l2 that reached it).
   """
-  from sklearn import linear_model, model_selection, preprocessing as sk_preprocessing  # pylint: disable=g-import-not-at-top
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
   features, labels = _as_features_and_labels(features, labels)
   if not 2 <= num_folds <= features.shape[0]:
     raise ValueError(f"num_folds={num_folds}; expected 2 <= num_folds <= num_examples ({features.shape[0]}).")
@@ -169,14 +192,11 @@ def linear_probe_accuracy(features, labels, num_folds=5, l2=1e-2, max_iter=PROBE
   for value in grid:
     correct = 0
     for train, test in folds:
-      scaler = sk_preprocessing.StandardScaler().fit(features[train])
-      # C = inf is no penalty (scikit-learn 1.8 deprecated penalty=None for it).
-      probe = linear_model.LogisticRegression(C=1.0 / (value * len(train)) if value > 0 else np.inf,
-                                              max_iter=max_iter)
       if len(np.unique(labels[train])) < 2:  # one class left to learn: it is the prediction
         predicted = np.full(len(test), labels[train][0])
       else:
-        predicted = probe.fit(scaler.transform(features[train]), labels[train]).predict(scaler.transform(features[test]))
+        scaler, probe = fit_probe(features[train], labels[train], value, max_iter, blas_threads)
+        predicted = probe.predict(scaler.transform(features[test]))
       correct += int(np.sum(predicted == labels[test]))
     accuracy = correct / features.shape[0]
     if accuracy > best[0]:

@@ -6,8 +6,8 @@ Distribution") start instead from a logistic-regression probe fitted on the froz
 begins at the probe's accuracy and its gradients reach the backbone without a random head's noise.
 `FinetuneConfig.head_init = "linear_probe"` selects it (transfer/finetune.py).
 
-The probe is the same estimator as the linear-probe proxy (selection/proxies.linear_probe_accuracy): features
-standardised, a multinomial scikit-learn LogisticRegression minimising mean cross-entropy + l2/2 ||W||^2. The
+The probe is the linear-probe proxy's estimator (selection/proxies.fit_probe): features standardised, a
+multinomial scikit-learn LogisticRegression minimising mean cross-entropy + l2/2 ||W||^2 on one BLAS thread. The
 standardisation is folded into the returned kernel and bias, so the head reads the backbone's raw features.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from expert_hub.selection import proxies
 
 
-def fit(features, labels, size, l2=1e-2, max_iter=proxies.PROBE_MAX_ITER):
+def fit(features, labels, size, l2=1e-2, max_iter=proxies.PROBE_MAX_ITER, blas_threads=proxies.PROBE_BLAS_THREADS):
   """(kernel [D, size], bias [size]) float32 of a probe on `features` [N, D] and integer `labels` [N].
 
   Columns of classes absent from `labels` (and the padding up to `size`, see finetune.head_size) stay 0. With
@@ -26,7 +26,6 @@ def fit(features, labels, size, l2=1e-2, max_iter=proxies.PROBE_MAX_ITER):
   Raises:
     ValueError: features not finite or not [N, D], labels outside [0, size), or fewer than 2 classes.
   """
-  from sklearn import linear_model, preprocessing as sk_preprocessing  # pylint: disable=g-import-not-at-top
   features, labels = np.asarray(features, np.float64), np.asarray(labels)
   if features.ndim != 2 or labels.shape != (features.shape[0],):
     raise ValueError(f"features of shape {features.shape} and labels of shape {labels.shape}; expected [N, D] "
@@ -39,9 +38,7 @@ def fit(features, labels, size, l2=1e-2, max_iter=proxies.PROBE_MAX_ITER):
   classes = np.unique(labels)
   if len(classes) < 2:
     raise ValueError(f"labels hold {len(classes)} class(es) ({classes.tolist()}); expected at least 2.")
-  scaler = sk_preprocessing.StandardScaler().fit(features)
-  probe = linear_model.LogisticRegression(C=1.0 / (l2 * len(labels)), max_iter=max_iter)
-  probe.fit(scaler.transform(features), labels)
+  scaler, probe = proxies.fit_probe(features, labels, l2, max_iter, blas_threads)
   coef, intercept = probe.coef_, probe.intercept_
   if len(classes) == 2:
     coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
