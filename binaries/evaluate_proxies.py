@@ -25,7 +25,7 @@ from expert_hub.experiments import proxy_evaluation
 from expert_hub.experiments import report
 from expert_hub.hub import registry
 from expert_hub.hub import session as session_lib
-from expert_hub.selection import proxies as proxies_lib
+from expert_hub.selection import proxy_registry
 from expert_hub.selection import select
 from expert_hub.tasks import sources
 
@@ -53,7 +53,7 @@ def main(argv):
     cfg = configs.replace(cfg, tasks=tuple(FLAGS.tasks))
   if not cfg.tasks:
     raise app.UsageError(f"No tasks to evaluate (--tasks={FLAGS.tasks}, config {cfg.name!r}); name some.")
-  proxies_lib.parse_proxies(FLAGS.proxy)  # unknown names and malformed specs fail now, named
+  proxy_registry.parse_proxies(FLAGS.proxy)  # unknown names and malformed specs fail now, named
   pipeline_workdir = FLAGS.pipeline_workdir
   if pipeline_workdir is not None and not os.path.isdir(pipeline_workdir):
     raise app.UsageError(f"--pipeline_workdir={pipeline_workdir!r} is not a directory; expected the workdir of a "

@@ -2,7 +2,7 @@ r"""Ranks experts for a task by performance proxies on its training images; writ
 
 The default proxy is leave-one-out kNN accuracy; --proxy names others, several comma-separated, each ranked in
 selection.json (the first one selects): knn, linear_probe, logme, hscore, nce, leep, domain_prediction,
-generalist, random, with parameters as "knn(k=3, metric=euclidean)" (see expert_hub/selection/proxies.py).
+generalist, random, with parameters as "knn(k=3, metric=euclidean)" (see expert_hub/selection/proxy_registry.py).
 
   python binaries/select_expert.py --task=world/shapes_novel --export_dir=/tmp/experts --workdir=/tmp/sel
   python binaries/select_expert.py --task=world/shapes_novel --proxy=knn,logme,leep,domain_prediction ...

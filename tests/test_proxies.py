@@ -13,6 +13,7 @@ from expert_hub import configs
 from expert_hub.hub import registry
 from expert_hub.hub import session as session_lib
 from expert_hub.selection import proxies
+from expert_hub.selection import proxy_registry
 from expert_hub.selection import select
 from expert_hub.tasks import ArrayTask
 
@@ -198,48 +199,50 @@ def test_domain_prediction_hand_computed():
 
 
 def test_references_and_missing_inputs():
-  by_name = {name: proxies.parse_proxies(name)[0] for name in ("random", "generalist", "leep", "domain_prediction")}
+  by_name = {name: proxy_registry.parse_proxies(name)[0]
+             for name in ("random", "generalist", "leep", "domain_prediction")}
   rand = by_name["random"]
-  a = rand.score(proxies.ProxyInputs(expert="shapes", task="t1"))[0]
-  assert a == rand.score(proxies.ProxyInputs(expert="shapes", task="t1"))[0] and 0.0 <= a < 1.0
-  assert a != rand.score(proxies.ProxyInputs(expert="shapes", task="t2"))[0]
-  assert a != proxies.parse_proxies("random(seed=1)")[0].score(proxies.ProxyInputs(expert="shapes", task="t1"))[0]
+  a = rand.score(proxy_registry.ProxyInputs(expert="shapes", task="t1"))[0]
+  assert a == rand.score(proxy_registry.ProxyInputs(expert="shapes", task="t1"))[0] and 0.0 <= a < 1.0
+  assert a != rand.score(proxy_registry.ProxyInputs(expert="shapes", task="t2"))[0]
+  reseeded = proxy_registry.parse_proxies("random(seed=1)")[0]
+  assert a != reseeded.score(proxy_registry.ProxyInputs(expert="shapes", task="t1"))[0]
   # the same module scores alike wherever its export folder sits, by path or registry handle
   where = ["/tmp/run_a/export/world32/shapes/1", "/data/b/world32/shapes/1/", "world32/shapes/1"]
-  assert len({rand.score(proxies.ProxyInputs(expert=e, task="t1"))[0] for e in where}) == 1
-  assert (rand.score(proxies.ProxyInputs(expert="/a/pack#shapes_adapter", task="t1"))[0]
-          != rand.score(proxies.ProxyInputs(expert="/a/pack#glyphs_adapter", task="t1"))[0])
+  assert len({rand.score(proxy_registry.ProxyInputs(expert=e, task="t1"))[0] for e in where}) == 1
+  assert (rand.score(proxy_registry.ProxyInputs(expert="/a/pack#shapes_adapter", task="t1"))[0]
+          != rand.score(proxy_registry.ProxyInputs(expert="/a/pack#glyphs_adapter", task="t1"))[0])
   gen = by_name["generalist"]
-  assert gen.score(proxies.ProxyInputs(is_generalist=True))[0] == 1.0
-  assert gen.score(proxies.ProxyInputs(is_generalist=False))[0] == 0.0
-  inputs = proxies.ProxyInputs(features=np.zeros((4, 2)), labels=np.arange(4), expert="w/shapes_adapter",
+  assert gen.score(proxy_registry.ProxyInputs(is_generalist=True))[0] == 1.0
+  assert gen.score(proxy_registry.ProxyInputs(is_generalist=False))[0] == 0.0
+  inputs = proxy_registry.ProxyInputs(features=np.zeros((4, 2)), labels=np.arange(4), expert="w/shapes_adapter",
                                missing={"logits": "no `logits` endpoint"})
-  with pytest.raises(proxies.MissingInputError,
+  with pytest.raises(proxy_registry.MissingInputError,
                      match=r"'leep' cannot score expert 'w/shapes_adapter': its logits is missing \(no `logits`"):
     by_name["leep"].score(inputs)
-  with pytest.raises(proxies.MissingInputError, match=r"its generalist_logits is missing \(not provided\)"):
+  with pytest.raises(proxy_registry.MissingInputError, match=r"its generalist_logits is missing \(not provided\)"):
     by_name["domain_prediction"].score(inputs)
 
 
 def test_proxy_specs():
-  parsed = proxies.parse_proxies("knn(k=3, metric=euclidean), logme,linear_probe(l2=(0.1, 1.0))",
+  parsed = proxy_registry.parse_proxies("knn(k=3, metric=euclidean), logme,linear_probe(l2=(0.1, 1.0))",
                                  defaults={"knn": {"k": 1, "backend": "exact"}})
   assert [p.name for p in parsed] == ["knn", "logme", "linear_probe"]
   assert parsed[0].params == {"k": 3, "metric": "euclidean", "backend": "exact"}
   assert [p.label for p in parsed] == ["knn(backend='exact', k=3, metric='euclidean')", "logme",
                                        "linear_probe(l2=(0.1, 1.0))"]
-  assert proxies.parse_proxies(["knn", "leep"])[0].label == "knn"
-  assert set(proxies.PROXIES) == {"knn", "linear_probe", "logme", "hscore", "nce", "leep", "domain_prediction",
+  assert proxy_registry.parse_proxies(["knn", "leep"])[0].label == "knn"
+  assert set(proxy_registry.PROXIES) == {"knn", "linear_probe", "logme", "hscore", "nce", "leep", "domain_prediction",
                                   "generalist", "random"}
   with pytest.raises(ValueError, match=r"Unknown proxy 'logm'; expected one of \('knn', "):
-    proxies.parse_proxies("knn,logm")
+    proxy_registry.parse_proxies("knn,logm")
   with pytest.raises(ValueError, match=r"Proxy 'knn' has no parameter\(s\) \['kk'\]; allowed: \['k', 'metric'"):
-    proxies.parse_proxies("knn(kk=3)")
+    proxy_registry.parse_proxies("knn(kk=3)")
   with pytest.raises(ValueError, match=r"Proxies \['logme'\] are requested more than once"):
-    proxies.parse_proxies("logme,knn,logme")
+    proxy_registry.parse_proxies("logme,knn,logme")
   with pytest.raises(ValueError, match="Unbalanced"):
-    proxies.parse_proxies("knn(k=3")
-  registry = proxies.ProxyRegistry()
+    proxy_registry.parse_proxies("knn(k=3")
+  registry = proxy_registry.ProxyRegistry()
   registry.register("mine", lambda inputs: (0.0, {}), {"features"})
   with pytest.raises(ValueError, match="'mine' is already registered"):
     registry.register("mine", lambda inputs: (1.0, {}), {"features"})
@@ -251,16 +254,16 @@ def test_separable_features_score_higher_than_random():
   separable = np.eye(3)[labels] * 4.0 + rng.standard_normal((60, 3)) * 0.5
   noise = rng.standard_normal((60, 3))
   for name in ("knn", "linear_probe", "logme", "hscore", "knn(metric=euclidean)"):
-    proxy = proxies.parse_proxies(name)[0]
-    good = proxy.score(proxies.ProxyInputs(features=separable, labels=labels))[0]
-    bad = proxy.score(proxies.ProxyInputs(features=noise, labels=labels))[0]
+    proxy = proxy_registry.parse_proxies(name)[0]
+    good = proxy.score(proxy_registry.ProxyInputs(features=separable, labels=labels))[0]
+    bad = proxy.score(proxy_registry.ProxyInputs(features=noise, labels=labels))[0]
     assert good > bad, (name, good, bad)
   # Logits that predict the task (one upstream label per class) beat random logits for NCE and LEEP.
   informative = np.eye(4)[labels] * 3.0 + rng.standard_normal((60, 4)) * 0.3
   for name in ("nce", "leep"):
-    proxy = proxies.parse_proxies(name)[0]
-    good = proxy.score(proxies.ProxyInputs(logits=informative, labels=labels))[0]
-    bad = proxy.score(proxies.ProxyInputs(logits=rng.standard_normal((60, 4)), labels=labels))[0]
+    proxy = proxy_registry.parse_proxies(name)[0]
+    good = proxy.score(proxy_registry.ProxyInputs(logits=informative, labels=labels))[0]
+    bad = proxy.score(proxy_registry.ProxyInputs(logits=rng.standard_normal((60, 4)), labels=labels))[0]
     assert good > bad, (name, good, bad)
 
 
@@ -325,7 +328,7 @@ def test_logits_proxies_skip_or_fail_without_logits(export_dir, tmp_path, smoke_
   assert [r["expert"] for r in nce["ranking"]] == [experts[0]] and list(nce["skipped"]) == [experts[1]]
   assert "no `logits` endpoint" in nce["skipped"][experts[1]]
   assert len(result["proxies"]["knn"]["ranking"]) == 2
-  with pytest.raises(proxies.MissingInputError, match=rf"'nce' cannot score expert '{experts[1]}': its logits"):
+  with pytest.raises(proxy_registry.MissingInputError, match=rf"'nce' cannot score expert '{experts[1]}': its logits"):
     select.select_expert(task, experts, sel_cfg, str(tmp_path / "strict"), 32, [export_dir], strict=True)
   with pytest.raises(ValueError, match="Proxy 'nce' could not score any expert"):
     select.select_expert(task, experts[1:], sel_cfg, str(tmp_path / "none"), 32, [export_dir], proxies="nce,knn")

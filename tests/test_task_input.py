@@ -14,6 +14,7 @@ from expert_hub import configs
 from expert_hub.data import preprocessing
 from expert_hub.selection import knn
 from expert_hub.selection import proxies
+from expert_hub.selection import proxy_registry
 from expert_hub.tasks import ArrayTask, FolderTask, Task, get_task
 from expert_hub.tasks import base
 from expert_hub.transfer import finetune, hyperrule
@@ -100,7 +101,7 @@ def _proxy_inputs(bad):
   fields[bad] = fields[bad].copy()
   fields[bad][4, 2] = np.nan
   fields[bad][7, 0] = np.inf
-  return proxies.ProxyInputs(labels=labels, expert="broken_expert", task="t", label_ids=[0, 1],
+  return proxy_registry.ProxyInputs(labels=labels, expert="broken_expert", task="t", label_ids=[0, 1],
                              generalist_label_ids=[0, 1, 2, 3], **fields)
 
 
@@ -109,7 +110,7 @@ def _proxy_inputs(bad):
     ("linear_probe", "features"), ("logme", "features"), ("hscore", "features"), ("nce", "logits"),
     ("leep", "logits"), ("domain_prediction", "generalist_logits")])
 def test_every_proxy_refuses_non_finite_inputs(spec, bad):
-  proxy = proxies.parse_proxies(spec)[0]
+  proxy = proxy_registry.parse_proxies(spec)[0]
   message = f"Proxy {proxy.label!r} cannot score expert 'broken_expert': its {bad} hold 1 NaN and 1 Inf value(s), " \
             "the first at [4, 2]"
   with pytest.raises(ValueError, match=re.escape(message)) as raised:

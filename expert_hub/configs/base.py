@@ -12,7 +12,7 @@ from expert_hub.hub import export
 from expert_hub.models.adapters import AdapterConfig
 from expert_hub.models.resnet_v2 import ModelConfig
 from expert_hub.selection import knn
-from expert_hub.selection import proxies
+from expert_hub.selection import proxy_registry
 
 SCHEDULES = ("cosine", "step")
 EXPERT_KINDS = ("full", "adapter")  # train/experts.py trains these
@@ -180,7 +180,7 @@ class SelectionConfig:
   """Expert selection by a performance proxy on the task's labelled training images.
 
   Attributes:
-    proxy: "knn" (leave-one-out kNN accuracy, the paper's proxy); see selection/proxies.py for the others.
+    proxy: "knn" (leave-one-out kNN accuracy, the paper's proxy); see selection/proxy_registry.py for the others.
     k: neighbours per vote.
     backend: kNN search, one of selection/knn.py's BACKENDS: "auto" (exact below 50k examples, ScaNN tree + AH
       above), "exact", "scann" (brute force) or "scann_ah".
@@ -196,7 +196,7 @@ class SelectionConfig:
   def __post_init__(self):
     _check_text(self, "proxy")
     try:
-      proxies.parse_proxies(self.proxy)  # names and parameters; the values are checked when a proxy scores
+      proxy_registry.parse_proxies(self.proxy)  # names and parameters; the values are checked when a proxy scores
     except ValueError as e:
       raise ValueError(f"SelectionConfig.proxy={self.proxy!r}: {e}") from None
     _check_int(self, "k")

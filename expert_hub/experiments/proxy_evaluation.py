@@ -34,7 +34,7 @@ from expert_hub.experiments import report
 from expert_hub.experiments import stats
 from expert_hub.hub import registry as registry_lib
 from expert_hub.hub import session as session_lib
-from expert_hub.selection import proxies as proxies_lib
+from expert_hub.selection import proxy_registry
 from expert_hub.selection import select
 from expert_hub.train import trainer
 from expert_hub.transfer import finetune as finetune_lib
@@ -144,7 +144,7 @@ def _proxy_record(record, names, accuracy, finetune_total, scored):
   paired = [n for n in scores if n in accuracy]
   x, y = [scores[n] for n in paired], [accuracy[n] for n in paired]
   selected = names.get(record["selected"], record["selected"]) if record["selected"] else None
-  input_seconds = _input_seconds(proxies_lib.default_registry().build(record["name"]).requires, scored)
+  input_seconds = _input_seconds(proxy_registry.default_registry().build(record["name"]).requires, scored)
   selection_seconds = record["seconds"] + input_seconds
   return {
       "selected": selected, "selected_accuracy": accuracy.get(selected),
@@ -292,7 +292,7 @@ def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None,
     workdir: where results and the per-task caches go.
     image_size: side the task images are resized to for the proxies.
     export_dirs: where names are looked up when no `session` is given.
-    proxies: proxy spec string (see proxies.py); all of them by default.
+    proxies: proxy spec string (see proxy_registry.py); all of them by default.
     generalist: the generalist's handle; None finds it by the experts' upstream.
     strict: fail where a proxy lacks an input instead of recording a skip.
     pipeline_workdir: a pipeline run's workdir whose fine-tuned accuracies are reused.
@@ -314,7 +314,7 @@ def evaluate_proxies(tasks, experts, cfg, workdir, image_size, export_dirs=None,
     raise ValueError("No tasks to evaluate proxies on; expected at least one task spec (e.g. world/count).")
   if not experts:
     raise ValueError("No experts to evaluate; export some first (export_experts) or pass --experts.")
-  proxies_lib.parse_proxies(proxies)  # Unknown proxies or parameters fail here, before any work.
+  proxy_registry.parse_proxies(proxies)  # Unknown proxies or parameters fail here, before any work.
   if pipeline_workdir:
     if not os.path.isdir(os.path.join(pipeline_workdir, "tasks")):
       raise FileNotFoundError(f"pipeline_workdir {pipeline_workdir!r} has no tasks/ folder; expected the workdir "

@@ -41,11 +41,16 @@ def non_finite_summary(x):
   return f"{nan} NaN and {int(bad.sum()) - nan} Inf value(s), the first at {first}"
 
 
-def check_finite(x, what="features"):
-  """Raises ValueError naming the non-finite values of `x` (see non_finite_summary)."""
+class NonFiniteInputError(ValueError):
+  """An array to search or score (features, logits) holds NaN or Inf values."""
+
+
+def check_finite(x, what="features", prefix=""):
+  """Raises NonFiniteInputError naming the non-finite values of `x` (see non_finite_summary), `prefix` first."""
   summary = non_finite_summary(x)
   if summary:
-    raise ValueError(f"{what} hold {summary}; expected finite numbers (a diverged or broken expert?).")
+    raise NonFiniteInputError(f"{prefix}{what} hold {summary}; expected finite numbers (a diverged or broken "
+                              "expert?).")
 
 
 def l2_normalize(x):

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from expert_hub.selection import cache as cache_lib
 from expert_hub.selection import embed as embed_lib
-from expert_hub.selection import proxies as proxies_lib
+from expert_hub.selection import proxy_registry
 from expert_hub.train import trainer
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class Plan:
 
 def make_plan(experts, cfg, session, proxies=None, generalist=None, strict=False):
   """Parses the proxies and resolves every candidate (an unknown name fails here, before any work)."""
-  parsed = proxies_lib.parse_proxies(cfg.proxy if proxies is None else proxies,
+  parsed = proxy_registry.parse_proxies(cfg.proxy if proxies is None else proxies,
                                      defaults={"knn": {"k": cfg.k, "backend": cfg.backend}})
   if not experts:
     raise ValueError("No experts to select from; export some first (export_experts) or pass --experts.")
@@ -199,7 +199,7 @@ class TaskState:
       fields, missing, embed_s, logits_s, cached = _expert_inputs(self, expert, path, plan.cfg, session,
                                                                   plan.needs, packed.get(expert))
       part["input_seconds"][expert] = {"embed": round(embed_s, 3), "logits": round(logits_s, 3), "cached": cached}
-      inputs = proxies_lib.ProxyInputs(
+      inputs = proxy_registry.ProxyInputs(
           labels=self.labels, expert=expert, task=self.task.name,
           is_generalist=None if plan.gen_path is None else path == plan.gen_path,
           missing=dict(self.gen_missing, **missing), **self.gen_fields, **fields)
@@ -297,7 +297,7 @@ def _score(proxy, inputs, strict, record):
   t0 = time.time()
   try:
     value, extras = proxy.score(inputs)
-  except proxies_lib.MissingInputError as e:
+  except proxy_registry.MissingInputError as e:
     if strict:
       raise
     record["skipped"][inputs.expert] = str(e)
@@ -369,7 +369,7 @@ def finish(plan, task_name, partial):
     record["ranking"] = list(record["ranking"])
     if proxy.name == "generalist" and plan.gen_path is not None and plan.gen_path not in plan.paths.values():
       # The reference always picks the generalist, which is usually not among the candidate experts.
-      _score(proxy, proxies_lib.ProxyInputs(expert=plan.gen_handle, task=task_name, is_generalist=True),
+      _score(proxy, proxy_registry.ProxyInputs(expert=plan.gen_handle, task=task_name, is_generalist=True),
              plan.strict, record)
     record["ranking"].sort(key=lambda r: (-r["score"], r["expert"]))
     record["selected"] = record["ranking"][0]["expert"] if record["ranking"] else None

@@ -1,7 +1,7 @@
 """Choosing an expert for a task without touching upstream data: embed, score by one or more proxies, rank.
 
 `cfg.proxy` (or the `proxies` argument) names the proxies, "knn" by default, several comma-separated
-("knn,logme,leep"; see proxies.py for the names and their parameters). Modules come from a
+("knn,logme,leep"; see proxy_registry.py for the names and their parameters). Modules come from a
 session.ModuleSession (each loaded at most once per process), and select_experts scores many tasks expert-major
 (scoring.py): each module embeds every task's images before the next is touched; with `beam_options` the
 same scoring runs on Apache Beam workers (beam_selection.py). An expert's features
@@ -37,13 +37,13 @@ from expert_hub import provenance
 from expert_hub.hub import session as session_lib
 from expert_hub.selection import cache
 from expert_hub.selection import embed as embed_lib
-from expert_hub.selection import proxies as proxies_lib
+from expert_hub.selection import proxy_registry
 from expert_hub.selection import scoring
 from expert_hub.tasks import fingerprint
 
 log = logging.getLogger(__name__)
 
-PROXIES = proxies_lib.PROXIES
+PROXIES = proxy_registry.PROXIES
 SELECTION_FILE = "selection.json"
 EMBEDDINGS_DIR = "embeddings"
 # What a recorded identity means; bumped when a proxy scores the same inputs differently, so that older
