@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from unittest import mock
 
 import numpy as np
@@ -44,7 +45,7 @@ def test_unknown_expert_or_task_fails_before_work(export_dir, data_dir, tmp_path
     get_task("cifar100", data_dir)
 
 
-def test_finetune_writes_finetune_json_and_learns(export_dir, data_dir, tmp_path, smoke_cfg):
+def test_finetune_writes_finetune_json_and_learns(export_dir, data_dir, tmp_path, smoke_cfg, caplog):
   task = get_task("world/colours_novel", data_dir)
   # The smoke generalist is barely trained, so give the fine-tune enough steps and learning rate to learn
   # colour layouts (separable by colour alone) from it reliably, from a zero head: the learning is then the
@@ -56,6 +57,13 @@ def test_finetune_writes_finetune_json_and_learns(export_dir, data_dir, tmp_path
   assert set(result) >= {"task", "expert", "test_accuracy", "steps", "seconds"}
   assert result["steps"] == 150 and result["num_test_examples"] == 1000
   assert result["test_accuracy"] > 1.0 / task.num_classes + 0.15
+  assert "diverged" not in caplog.text
+  # A learning rate far too large: the run ends above a uniform guess's loss, and says so.
+  cfg = configs.replace(smoke_cfg.finetune, steps=10, base_lr=100.0, head_init="zeros")
+  diverged = finetune.finetune("generalist", task, cfg, str(tmp_path / "too_fast"), export_dirs=[export_dir])
+  assert not diverged["train_loss"] <= np.log(task.num_classes)
+  assert re.search(r"generalist diverged: train loss \S+, above the 1\.609 of a uniform guess over 5 classes",
+                   caplog.text), caplog.text
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])

@@ -12,6 +12,7 @@ Any other hub module is fine-tuned through ExpertLayer, loaded once per process 
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import time
@@ -255,6 +256,7 @@ class Finetuner:
       history = model.fit(trainer.shard_by_data(train_ds), epochs=1, steps_per_epoch=steps, verbose=0,
                           shuffle=False)
       train_loss = history.history["loss"][-1]
+    self._warn_if_diverged(handle, train_loss)
     loss, accuracy = self._evaluate(model)
     result = {"task": self.task.name, "expert": handle, "test_accuracy": round(float(accuracy), 4),
               "test_loss": None if loss is None else round(float(loss), 6),
@@ -268,6 +270,16 @@ class Finetuner:
     log.info("[finetune %s] %s: test accuracy %.4f (%d steps, %.1f s)", self.task.name, handle, accuracy,
              self.schedule.steps, result["seconds"])
     return result
+
+  def _warn_if_diverged(self, handle, train_loss):
+    """Logs a warning when the run ended above the cross-entropy of a uniform guess, ln(num_classes), or at NaN:
+    it diverged, and its test accuracy is near chance (a learning rate too large for its head or batch)."""
+    guess = math.log(self.task.num_classes)
+    if train_loss is not None and not float(train_loss) <= guess:
+      log.warning("[finetune %s] %s diverged: train loss %.4g, above the %.3f of a uniform guess over %d classes "
+                  "(learning rate %g at batch %d, head %s); try a smaller base_lr.", self.task.name, handle,
+                  float(train_loss), guess, self.task.num_classes, self.lr, self.cfg.batch_size,
+                  self.cfg.head_init)
 
   def _fit_head(self, model, handle):
     """Sets the head to a linear probe of the backbone's frozen features on the training split, preprocessed as
