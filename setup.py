@@ -36,6 +36,7 @@ BINARIES = {
     "expert-hub-benchmark-beam": "binaries.benchmark_beam:run",
     "expert-hub-benchmark-expert-stream": "binaries.benchmark_expert_stream:run",
     "expert-hub-benchmark-inference": "binaries.benchmark_inference:run",
+    "expert-hub-benchmark-input-teardown": "binaries.benchmark_input_teardown:run",
     "expert-hub-benchmark-knn": "binaries.benchmark_knn:run",
     "expert-hub-benchmark-probe": "binaries.benchmark_probe:run",
     "expert-hub-benchmark-transfer-cost": "binaries.benchmark_transfer_cost:run",

@@ -131,6 +131,34 @@ def test_an_experts_subset_held_in_memory_streams_the_same_batches(smoke_cfg, da
   assert not fits(builder, smoke_cfg.upstream.train_split, node.num_images, int(subset_bytes) - 1)
 
 
+def test_input_pipelines_end_without_the_autotuning_thread_and_keep_their_order(smoke_cfg, data_dir):
+  """The upstream stream and the fine-tuning train / eval datasets turn tf.data's autotuning off (its thread
+  delays the end of a fit by seconds, see preprocessing.without_autotuning) and yield what they yielded with it."""
+  from expert_hub.data import preprocessing
+  from expert_hub.data import upstream as upstream_data
+  from expert_hub.train import upstream
+  builder = upstream_data.get_builder(smoke_cfg.upstream.tfds_name, data_dir)
+  num_labels = upstream_data.load_hierarchy(smoke_cfg.upstream, builder).num_labels
+  images = np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
+  labels = np.arange(40) % 4
+  build = {  # each built twice: a seeded Dataset.shuffle moves on at every new iterator of one dataset
+      "upstream": lambda: upstream.make_upstream_stream(builder, smoke_cfg.upstream, smoke_cfg.experts.full,
+                                                        num_labels, seed=3)(0),
+      "finetune train": lambda: preprocessing.make_train_dataset(images, labels, 8, 12, 10, seed=5),
+      "finetune eval": lambda: preprocessing.make_eval_dataset(
+          tf.data.Dataset.from_tensor_slices((images, labels)), 16, 10),
+  }
+  autotuned = tf.data.Options()
+  autotuned.autotune.enabled = True
+  for name, make in build.items():
+    ds, with_thread = make(), make().with_options(autotuned)
+    assert ds.options().autotune.enabled is False, name
+    assert with_thread.options().autotune.enabled is True
+    for (x, y), (ax, ay) in zip(ds.take(3), with_thread.take(3)):
+      np.testing.assert_array_equal(x.numpy(), ax.numpy(), err_msg=name)
+      np.testing.assert_array_equal(y.numpy(), ay.numpy(), err_msg=name)
+
+
 def test_adapter_expert_leaves_the_trunk_frozen(trained_workdir):
   from expert_hub.models import weights
   plan = json.load(open(os.path.join(trained_workdir, "experts.json")))

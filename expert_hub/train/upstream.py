@@ -69,7 +69,8 @@ def make_upstream_stream(builder, upstream_cfg, train_cfg, num_labels, label_ids
       return image, multi_hot(label)
 
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(train_cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return preprocessing.without_autotuning(
+        ds.batch(train_cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
   return make
 
