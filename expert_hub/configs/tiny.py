@@ -1,8 +1,8 @@
 """The `tiny` configuration: the whole pipeline on the embedded world at 32 px on 2 CPU cores.
 
 Command:  python binaries/run_pipeline.py --config=tiny --workdir=/tmp/expert_hub_demo
-Cost:     15:51 on the project's 2-core AVX-512 EPYC machine (2 runs; 21-27 minutes on its earlier one), 2.8-3.0 GB
-          peak (see README). The experts take 6.5-7 minutes (10-12 on the earlier machine).
+Cost:     14:37 on the project's 2-core AVX-512 EPYC machine (21-27 minutes on its earlier one), 2.8-3.0 GB peak
+          (see README). The experts take 6 minutes (10-12 on the earlier machine).
 
 A 0.55 M-parameter ResNet-v2 (units 1/1/1/1, width 1/4, GroupNorm + WS) trains at ~2,000-4,000 images/s here, so
 the generalist sees ~3 epochs of the 64k-image upstream split (it does not absorb it all, as in the paper),
