@@ -129,7 +129,7 @@ def make_eval_dataset(ds, batch_size, size, label_fn=None):
 
 
 def without_autotuning(ds):
-  """`ds` without tf.data's autotuning thread; what every input pipeline here ends with.
+  """`ds` without tf.data's autotuning thread; what the training streams and evaluation batches here end with.
 
   TensorFlow 2.20 gives each iterator a thread that re-tunes parallelism and buffers at growing intervals;
   destroying the iterator (the end of a Keras `fit`) often waits for that thread's current interval to run out
