@@ -3,12 +3,15 @@ r"""Runs the VTAB-1k protocol with an expert (or kNN selection per task); writes
   python binaries/run_vtab.py --expert=auto --tasks=all --export_dir=/tmp/experts --data_dir=$TFDS \
       --workdir=/tmp/vtab
   python binaries/run_vtab.py --expert=world32/shapes --tasks=structured,dtd --lrs=0.01,0.03 --steps=100 ...
+  python binaries/run_vtab.py --expert=auto --tasks=world/shapes_novel,folder:/data/my_images --config=tiny ...
 
 Per task: select (auto: kNN on train800val200), tune LR x steps on train800 -> val200, retrain the best on
-train800val200, report test top-1. The datasets must be prepared in --data_dir (TFDS); --download prepares
-missing ones (network; resisc45 and diabetic_retinopathy need their files in --manual_dir). Rerunning the same
-command skips finished tasks. Outputs: <workdir>/vtab_results.csv (one row per run, a column per task, group
-means, mean), vtab_results.json and vtab_<group>.png.
+train800val200, report test top-1. Besides VTAB's 19, any task spec with those splits runs the same protocol
+(world/<task>, tfds:<name>, folder:<path>; listed after VTAB's, in the leaderboard's group "other"). VTAB's
+datasets must be prepared in --data_dir (TFDS); --download prepares missing ones (network; resisc45 and
+diabetic_retinopathy need their files in --manual_dir). Rerunning the same command skips finished tasks.
+Outputs: <workdir>/vtab_results.csv (one row per run, a column per task, group means, mean), vtab_results.json
+and vtab_<group>.png.
 """
 
 import math
@@ -30,7 +33,8 @@ flags.DEFINE_string("expert", None, "Expert name, module path or URL used for ev
 flags.DEFINE_list("experts", None, "With --expert=auto: the expert names/paths to select from ('bit-in21k': the "
                   "48 published BiT experts; default: every "
                   "expert in --export_dir).")
-flags.DEFINE_list("tasks", ["all"], f"'all', a group {list(vtab.GROUPS)}, VTAB task names, or a mix.")
+flags.DEFINE_list("tasks", ["all"], f"'all', a group {list(vtab.GROUPS)}, VTAB task names, other task specs "
+                  "(world/<task>, tfds:<name>, folder:<path>), or a mix.")
 flags.DEFINE_string("run_name", None, "The leaderboard row (default: the expert's name).")
 flags.DEFINE_list("lrs", None, "Sweep base learning rates at batch 512 (default: the config's x 0.3, 1, 3).")
 flags.DEFINE_list("steps", None, "Sweep step counts (default: 1x and 2x the config's steps for 800 images).")
@@ -88,7 +92,7 @@ def main(argv):
   sweep = _sweep(cfg.finetune)
   flags_common.check_workdir(FLAGS.workdir)
   export_dirs = None if FLAGS.export_dir is None else [flags_common.check_dir(FLAGS.export_dir, "--export_dir")]
-  vtab.TASKS.resolve(FLAGS.tasks)  # unknown names fail now, before any work
+  vtab_runner.resolve_tasks(FLAGS.tasks)  # unknown names fail now, before any work
   _check_experts(export_dirs)
   io_utils.make_workdir(FLAGS.workdir)  # private (0o700) when new; refuses one another user owns
   board = vtab_runner.run_vtab(FLAGS.tasks, FLAGS.expert, cfg, FLAGS.workdir, data_dir=FLAGS.data_dir,

@@ -153,6 +153,8 @@ CASES = [
     ("vtab-batch-0", "binaries/run_vtab.py", ["--expert=x", _EMPTY, _WD, "--batch_size=0"], ["batch_size=0"]),
     ("vtab-image-size-0", "binaries/run_vtab.py", ["--expert=x", _EMPTY, _WD, "--image_size=0"], ["image_size=0"]),
     ("vtab-task", "binaries/run_vtab.py", ["--expert=x", _EMPTY, _WD, "--tasks=nope"], ["'nope'"]),
+    ("vtab-world-task", "binaries/run_vtab.py", ["--expert=x", _EMPTY, _WD, "--tasks=dtd,world/cont"],
+     ["Unknown world task 'cont'", "'count'"]),
     ("vtab-expert-unknown", "binaries/run_vtab.py", ["--expert=nope", _EMPTY, _WD, "--tasks=dtd"], ["'nope'"]),
     ("vtab-export-dir-missing", "binaries/run_vtab.py", ["--expert=x", "--export_dir={tmp}/missing", _WD],
      ["{tmp}/missing"]),

@@ -103,3 +103,21 @@ def test_leaderboard_csv_from_the_leaderboard_json_runs(tmp_path):
   assert row[vtab.TASKS.names()[1]] == ""  # a task not run is an empty cell
   report.plot_vtab_group(runs, vtab.GROUPS[0], str(tmp_path / "group.png"))
   assert os.path.getsize(tmp_path / "group.png") > 1000
+
+
+def test_leaderboard_lists_tasks_outside_vtab_after_its_own_in_group_other(tmp_path):
+  # "tfds:cifar100" is the user's own read of CIFAR-100, not VTAB's task (other splits): it must not count as it.
+  tasks = {"cifar100": {"test_accuracy": 0.5}, "world/count": {"test_accuracy": 0.4},
+           "tfds:cifar100": {"test_accuracy": 0.7}}
+  summary = vtab_runner.summarize(tasks)
+  assert summary["natural"] == 0.5 and summary["other"] == 0.55 and summary["mean"] == round(1.6 / 3, 4)
+  assert summary["tasks_done"] == f"1/{len(vtab.TASKS.names())} + 2 other"
+  runs = {"mine": {"expert": "auto", "tasks": tasks, "summary": summary}}
+  assert report.leaderboard_groups(runs) == list(vtab.GROUPS) + ["other"]
+  rows = list(csv.reader(io.StringIO(report.leaderboard_csv(runs))))
+  assert rows[0] == (["run", "expert"] + vtab.TASKS.names() + ["tfds:cifar100", "world/count"] + list(vtab.GROUPS)
+                     + ["other", "mean", "tasks_done"])
+  row = dict(zip(rows[0], rows[1]))
+  assert (row["cifar100"], row["tfds:cifar100"], row["world/count"], row["other"]) == ("50.0", "70.0", "40.0", "55.0")
+  report.plot_vtab_group(runs, "other", str(tmp_path / "other.png"))
+  assert os.path.getsize(tmp_path / "other.png") > 1000

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from conftest import run_python
+from expert_hub import naming
 from expert_hub import provenance
 from expert_hub.experiments import vtab_runner
 from expert_hub.tasks import get_task
@@ -359,11 +360,56 @@ def test_run_vtab_end_to_end_on_three_mock_tasks(export_dir, tmp_path, smoke_cfg
 
 
 def test_run_vtab_binary_names_every_missing_dataset(export_dir, tmp_path):
-  proc = run_python(["binaries/run_vtab.py", "--expert=auto", "--tasks=dtd,resisc45", f"--export_dir={export_dir}",
-                     f"--data_dir={tmp_path}/tfds", f"--workdir={tmp_path}/wd"], check=False, timeout=300)
+  proc = run_python(["binaries/run_vtab.py", "--expert=auto", f"--tasks=dtd,resisc45,folder:{tmp_path}/my_images",
+                     f"--export_dir={export_dir}", f"--data_dir={tmp_path}/tfds", f"--workdir={tmp_path}/wd"],
+                    check=False, timeout=300)
   assert proc.returncode != 0
-  assert "2 of the 2 VTAB tasks asked for cannot be read" in proc.stderr
+  assert "3 of the 3 tasks asked for cannot be read" in proc.stderr
   assert "'dtd:3.*.*'" in proc.stderr and "NWPU-RESISC45" in proc.stderr
+  assert f"Image folder '{tmp_path}/my_images' does not exist" in proc.stderr
+
+
+def test_resolve_tasks_puts_vtab_first_then_the_other_specs_as_given():
+  assert vtab_runner.resolve_tasks("world/count,eurosat,folder:/d/x,vtab/dtd,world/count") == [
+      "dtd", "eurosat", "world/count", "folder:/d/x"]
+  assert vtab_runner.resolve_tasks(["tfds:cifar100", "cifar100"]) == ["cifar100", "tfds:cifar100"]
+  with pytest.raises(KeyError, match="Unknown world task 'cont'.*nearest: \\['count'"):
+    vtab_runner.resolve_tasks("world/cont")
+  with pytest.raises(ValueError, match="No tasks in ' , '"):
+    vtab_runner.resolve_tasks(" , ")
+
+
+def test_run_vtab_runs_the_protocol_on_a_world_task_listed_under_other(export_dir, data_dir, tmp_path, smoke_cfg):
+  """A task outside VTAB (here the world's) gets the same select -> sweep on train800 -> val200 -> retrain ->
+  test, its own folder, a column after VTAB's 19 and the leaderboard group "other"; a rerun reuses it."""
+  workdir, name = str(tmp_path / "vtab"), "world/colours_novel"
+  sweep = vtab_runner.SweepConfig((0.01, 0.1), (5,))
+  experts = ["mini32/glyphs/1", "mini32/colours_adapter/1"]
+  board = vtab_runner.run_vtab(name, "auto", smoke_cfg, workdir, data_dir=data_dir, export_dirs=[export_dir],
+                               sweep=sweep, image_size=32, experts=experts)
+  run = board["runs"]["auto"]
+  assert list(run["tasks"]) == [name]
+  r = run["tasks"][name]
+  assert r["selection"]["split"] == "train800val200" and sorted(r["selection"]["scores"]) == sorted(experts)
+  assert r["selection"]["scores"][r["expert"]] == max(r["selection"]["scores"].values())
+  assert [(p["base_lr"], p["steps"]) for p in r["sweep"]] == [(0.01, 5), (0.1, 5)]
+  best = max(r["sweep"], key=lambda p: p["val_accuracy"])  # the first of equals: the smaller LR
+  assert r["best"] == {k: best[k] for k in ("base_lr", "steps", "val_accuracy")}
+  assert 0 <= r["test_accuracy"] <= 1 and r["num_test_examples"] > 0
+  assert os.path.exists(os.path.join(workdir, "runs", "auto", naming.folder_name(name), "result.json"))
+  assert run["summary"] == {"natural": None, "specialized": None, "structured": None, "other": r["test_accuracy"],
+                            "mean": r["test_accuracy"], "tasks_done": "0/19 + 1 other"}
+  rows = list(csv.reader(open(os.path.join(workdir, "vtab_results.csv"))))
+  assert rows[0] == ["run", "expert"] + list(EXPECTED) + [name, "natural", "specialized", "structured", "other",
+                                                          "mean", "tasks_done"]
+  row = dict(zip(rows[0], rows[1]))
+  assert float(row[name]) == float(row["other"]) == pytest.approx(100 * r["test_accuracy"], abs=0.05)
+  assert row["dtd"] == "" and row["natural"] == ""
+  assert sorted(f for f in os.listdir(workdir) if f.endswith(".png")) == ["vtab_other.png"]
+  with mock.patch.object(vtab_runner.finetune_lib, "Finetuner", side_effect=AssertionError("retrained")):
+    again = vtab_runner.run_vtab(name, "auto", smoke_cfg, workdir, data_dir=data_dir, export_dirs=[export_dir],
+                                 sweep=sweep, image_size=32, experts=experts)
+  assert again == board
 
 
 _REHEARSAL = r'''

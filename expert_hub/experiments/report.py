@@ -158,18 +158,41 @@ def plot_results(results, path):
 # ---------------------------------------------------------------------------------------------- VTAB
 # `runs` below is the leaderboard's {run: dict(run.json, tasks={task: result.json}, summary=group means)}, the
 # "runs" of vtab_results.json (vtab_runner.write_leaderboard).
+OTHER_GROUP = "other"  # the leaderboard's group of tasks that are not VTAB's (world/, tfds:, folder: specs)
+
+
+def other_task_names(names):
+  """The task names among `names` that are not VTAB tasks, sorted: the OTHER_GROUP of a leaderboard."""
+  vtab_names = set(vtab.TASKS.names())
+  return sorted({n for n in names if n not in vtab_names})
+
+
+def group_task_names(runs, group):
+  """The tasks of a leaderboard group: VTAB's for its groups; for OTHER_GROUP every run's non-VTAB tasks."""
+  if group == OTHER_GROUP:
+    return other_task_names(n for data in runs.values() for n in data["tasks"])
+  return vtab.TASKS.names(group)
+
+
+def leaderboard_groups(runs):
+  """VTAB's groups, then OTHER_GROUP when some run holds a task that is not VTAB's."""
+  return list(vtab.GROUPS) + ([OTHER_GROUP] if group_task_names(runs, OTHER_GROUP) else [])
+
+
 def leaderboard_csv(runs):
-  """VTAB leaderboard shape: one row per run, a column per task (top-1 %), group means and the mean."""
-  tasks = vtab.TASKS.names()
+  """VTAB leaderboard shape: one row per run, a column per task (top-1 %; VTAB's 19, then any other task a run
+  holds), group means (VTAB's groups, then OTHER_GROUP when there are other tasks), the mean and tasks done."""
+  groups = leaderboard_groups(runs)
+  tasks = [n for g in groups for n in group_task_names(runs, g)]
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
-  writer.writerow(["run", "expert"] + tasks + list(vtab.GROUPS) + ["mean", "tasks_done"])
+  writer.writerow(["run", "expert"] + tasks + groups + ["mean", "tasks_done"])
   pct = lambda x: "" if x is None else f"{100 * x:.1f}"
   for run, data in runs.items():
     summary = data["summary"]
     row = [run, data.get("expert", "")]
     row += [pct(data["tasks"][n]["test_accuracy"]) if n in data["tasks"] else "" for n in tasks]
-    row += [pct(summary[g]) for g in vtab.GROUPS] + [pct(summary["mean"]), summary["tasks_done"]]
+    row += [pct(summary.get(g)) for g in groups] + [pct(summary["mean"]), summary["tasks_done"]]
     writer.writerow(row)
   return out.getvalue()
 
@@ -177,19 +200,20 @@ def leaderboard_csv(runs):
 def plot_vtab_group(runs, group, path):
   """Bars of test top-1 per task of `group` (and the group mean), one colour per run; written atomically."""
   plt = _pyplot()
-  names = [n for n in vtab.TASKS.names(group) if any(n in d["tasks"] for d in runs.values())]
+  names = [n for n in group_task_names(runs, group) if any(n in d["tasks"] for d in runs.values())]
   labels = names + ["mean"]
   x = np.arange(len(labels))
   width = 0.8 / max(1, len(runs))
   fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 4))
   for i, (run, data) in enumerate(runs.items()):
     values = [100 * data["tasks"][n]["test_accuracy"] if n in data["tasks"] else 0 for n in names]
-    values.append(100 * (data["summary"][group] or 0))
+    values.append(100 * (data["summary"].get(group) or 0))
     ax.bar(x + (i - (len(runs) - 1) / 2) * width, values, width, label=run)
   ax.set_xticks(x, labels, rotation=30, ha="right")
   ax.set_ylabel("test top-1 (%)")
   ax.set_ylim(0, 100)
-  ax.set_title(f"VTAB-1k {group}: fine-tuned test accuracy per task")
+  title = "tasks outside VTAB" if group == OTHER_GROUP else f"VTAB-1k {group}"
+  ax.set_title(f"{title}: fine-tuned test accuracy per task")
   ax.legend()
   save_figure(fig, path)
 

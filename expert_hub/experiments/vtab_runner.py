@@ -1,11 +1,16 @@
 """The VTAB-1k protocol over expert modules: per task select, tune on train800 -> val200, retrain, test.
 
+The tasks are VTAB's 19 and any other task source with the same split names (tasks/sources.py: world/<task>,
+tfds:<name>, folder:<path>), which the leaderboard lists after VTAB's, in its group "other".
+
 For each task of a run: with expert "auto" pick the expert by leave-one-out kNN on train800val200
 (selection/select.py); fine-tune it on train800 and score val200 for every point of a small LR x steps sweep;
 retrain the best point on train800val200 and report top-1 on test. Fine-tuning is transfer/finetune.py's
-Finetuner (BiT-HyperRule, zero-initialised head) with the sweep's base LR and step count.
+Finetuner (BiT-HyperRule, from the head the config's finetune.head_init names) with the sweep's base LR and
+step count.
 
-Layout under the workdir, resumable at every level (finished work is read back, never redone):
+Layout under the workdir, resumable at every level (finished work is read back, never redone); <task> is the
+task's folder name (naming.folder_name: "dtd" stays, "world/count" becomes "world_count-<hash>"):
   <workdir>/runs/<run>/run.json                       the run's expert, config and sweep (a rerun must match)
   <workdir>/runs/<run>/<task>/selection.json          kNN ranking (expert "auto" only)
   <workdir>/runs/<run>/<task>/sweep/lr<lr>_steps<n>.json   one tuning fine-tune (val200 accuracy)
@@ -30,6 +35,7 @@ from expert_hub.experiments import report
 from expert_hub.hub import registry as registry_lib
 from expert_hub.hub import session as session_lib
 from expert_hub.selection import select
+from expert_hub.tasks import sources
 from expert_hub.tasks import vtab
 from expert_hub.transfer import finetune as finetune_lib
 from expert_hub.transfer import hyperrule
@@ -41,6 +47,7 @@ CSV_FILE, JSON_FILE = "vtab_results.csv", "vtab_results.json"
 DEFAULT_LR_FACTORS = (0.3, 1.0, 3.0)
 DEFAULT_STEPS_FACTORS = (1.0, 2.0)
 TUNE_TRAIN, TUNE_VAL, FINAL_TRAIN, FINAL_TEST = "train800", "val200", "train800val200", "test"
+OTHER_PREFIXES = (sources.WORLD_PREFIX, sources.TFDS_PREFIX, sources.FOLDER_PREFIX)  # task specs outside VTAB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +79,34 @@ def default_sweep(finetune_cfg):
                      tuple(int(round(steps * f)) for f in DEFAULT_STEPS_FACTORS))
 
 
+def resolve_tasks(spec):
+  """The tasks of a run from `spec` (a comma string or a list): VTAB's ("all", a group, task names or
+  vtab/<task>) in leaderboard order, then other task specs (world/<task>, tfds:<name>, folder:<path>) in the
+  order given. Raises KeyError for an unknown VTAB or world task, ValueError when `spec` names no task."""
+  tokens = spec.split(",") if isinstance(spec, str) else list(spec)
+  tokens = [t.strip() for t in tokens if t and t.strip()]
+  if not tokens:
+    raise ValueError(f"No tasks in {spec!r}; expected 'all', a VTAB group {vtab.GROUPS}, VTAB task names, or task "
+                     "specs world/<task>, tfds:<name>, folder:<path>.")
+  other = list(dict.fromkeys(t for t in tokens if t.startswith(OTHER_PREFIXES)))
+  for t in other:
+    if t.startswith(sources.WORLD_PREFIX):
+      sources.check_world_task(t[len(sources.WORLD_PREFIX):])
+  named = [t[len(sources.VTAB_PREFIX):] if t.startswith(sources.VTAB_PREFIX) else t
+           for t in tokens if not t.startswith(OTHER_PREFIXES)]
+  return (vtab.TASKS.resolve(named) if named else []) + other
+
+
+def _open_task(name, data_dir, image_size, download, manual_dir):
+  if name in vtab.TASKS.names():
+    return vtab.VtabTask(name, data_dir, image_size, download=download, manual_dir=manual_dir)
+  return sources.get_task(name, data_dir, image_size)
+
+
+def _task_dir(run_dir, name):
+  return os.path.join(run_dir, naming.folder_name(name))
+
+
 def _finetuner(task, ft_cfg, lr, steps, train_split, test_split, session, strategy=None):
   cfg = configs.replace(ft_cfg, base_lr=lr, steps=steps, train_split=train_split, test_split=test_split)
   kwargs = {"strategy": strategy} if strategy is not None else {}
@@ -100,7 +135,7 @@ def _selection_config(cfg):
 
 
 def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=None, image_size=None,
-             strategy=None, session=None):
+             strategy=None, session=None, name=None):
   """The VTAB protocol on one task; returns (and writes `<task_dir>/result.json`) its result.
 
   Args:
@@ -115,6 +150,8 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
     image_size: resolution of the selection embeddings (default the task's).
     strategy: tf.distribute strategy of the fine-tunes (default: the current one).
     session: the session.ModuleSession of the run (None: one for export_dirs).
+    name: the task's name on the leaderboard (run_vtab passes the spec it was asked for, e.g. "tfds:cifar100",
+      which no VTAB name equals); default: its VTAB name, else the task's own.
   """
   session = session or session_lib.ModuleSession.for_export_dirs(export_dirs)
   done = os.path.join(task_dir, RESULT_FILE)
@@ -162,7 +199,7 @@ def run_task(task, expert, cfg, sweep, task_dir, export_dirs=None, candidates=No
   final = _finetuner(task, cfg.finetune, best["base_lr"], best["steps"], FINAL_TRAIN, FINAL_TEST, session,
                      strategy).run(expert)
   result = {
-      "task": task.definition.name if hasattr(task, "definition") else task.name,
+      "task": name or (task.definition.name if hasattr(task, "definition") else task.name),
       "group": getattr(task, "group", task.domain), "num_classes": task.num_classes, "expert": expert,
       "selection": None if selection is None else {
           "proxy": selection.get("proxy"), "split": selection.get("split"), "k": selection.get("k"),
@@ -198,11 +235,12 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
   """Runs the VTAB-1k protocol on `tasks` and writes the leaderboard files; returns the leaderboard dict.
 
   Args:
-    tasks: "all", a group, task names, or a mix (a comma string or a list): see vtab.TaskRegistry.resolve.
+    tasks: "all", a group, VTAB task names, other task specs, or a mix (a comma string or a list): see
+      resolve_tasks.
     expert: an expert handle (name, path, URL) used for every task, or "auto" (kNN selection per task).
     cfg: a Config (finetune, selection and upstream.image_size are used).
     workdir: where runs and results live; rerunning the same command continues where it stopped.
-    data_dir: TFDS data dir holding the prepared VTAB datasets.
+    data_dir: TFDS data dir holding the prepared VTAB datasets (and the world's tasks, rendered on first use).
     export_dirs: expert module roots.
     sweep: a SweepConfig (default: default_sweep(cfg.finetune)).
     run_name: the leaderboard row (default: the expert's name).
@@ -218,7 +256,7 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
     FileNotFoundError: a dataset of an unfinished task is missing; the message covers every missing one.
     KeyError: an unknown task or expert name (before any work).
   """
-  names = vtab.TASKS.resolve(tasks)
+  names = resolve_tasks(tasks)
   sweep = sweep or default_sweep(cfg.finetune)
   image_size = image_size or cfg.upstream.image_size
   session = session or session_lib.ModuleSession(registry_lib.Registry(export_dirs))  # one for the whole run
@@ -247,30 +285,30 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
                        "finetune": dataclasses.asdict(cfg.finetune)})
 
   # Open every unfinished task's dataset before any training, so that all missing datasets are named at once.
-  todo = [n for n in names if not os.path.exists(os.path.join(run_dir, n, RESULT_FILE))]
+  todo = [n for n in names if not os.path.exists(os.path.join(_task_dir(run_dir, n), RESULT_FILE))]
   opened, missing = {}, []
   for name in todo:
     try:
-      opened[name] = vtab.VtabTask(name, data_dir, image_size, download=download, manual_dir=manual_dir)
+      opened[name] = _open_task(name, data_dir, image_size, download, manual_dir)
     except FileNotFoundError as e:
       missing.append(str(e))
   if missing:
-    raise FileNotFoundError(f"{len(missing)} of the {len(names)} VTAB tasks asked for cannot be read:\n- "
+    raise FileNotFoundError(f"{len(missing)} of the {len(names)} tasks asked for cannot be read:\n- "
                             + "\n- ".join(missing))
   if expert == AUTO:  # Expert-major selection for every task still to select: each module loaded once.
     unselected = [n for n in opened if select.reusable_selection(
-        os.path.join(run_dir, n), opened[n], candidates, _selection_config(cfg), image_size, session) is None]
+        _task_dir(run_dir, n), opened[n], candidates, _selection_config(cfg), image_size, session) is None]
     for n in unselected:
-      os.makedirs(os.path.join(run_dir, n), exist_ok=True)
+      os.makedirs(_task_dir(run_dir, n), exist_ok=True)
     if unselected:
       select.select_experts([opened[n] for n in unselected], candidates, _selection_config(cfg),
-                            [os.path.join(run_dir, n) for n in unselected], image_size, session,
+                            [_task_dir(run_dir, n) for n in unselected], image_size, session,
                             beam_options=beam_options)
   start = time.time()
   for i, name in enumerate(names):
     if name in opened:
-      run_task(opened[name], expert, cfg, sweep, os.path.join(run_dir, name), candidates=candidates,
-               image_size=image_size, strategy=strategy, session=session)
+      run_task(opened[name], expert, cfg, sweep, _task_dir(run_dir, name), candidates=candidates,
+               image_size=image_size, strategy=strategy, session=session, name=name)
       log.info("[vtab] %d/%d tasks done (%.0f s).", i + 1, len(names), time.time() - start)
   return write_leaderboard(workdir)
 
@@ -279,29 +317,37 @@ def run_vtab(tasks, expert, cfg, workdir, data_dir=None, export_dirs=None, sweep
 
 
 def collect_runs(workdir):
-  """{run: {"meta": run.json, "tasks": {task: result.json}}} for every run folder under the workdir."""
+  """{run: {"meta": run.json, "tasks": {task: result.json}}} for every run folder under the workdir; the tasks
+  in leaderboard order (VTAB's, then the others by name)."""
   runs = {}
   root = os.path.join(workdir, "runs")
   for run in sorted(os.listdir(root)) if os.path.isdir(root) else []:
     meta_path = os.path.join(root, run, RUN_FILE)
     if not os.path.exists(meta_path):
       continue
-    tasks = {}
-    for name in vtab.TASKS.names():
-      path = os.path.join(root, run, name, RESULT_FILE)
+    found = {}
+    for folder in sorted(os.listdir(os.path.join(root, run))):
+      path = os.path.join(root, run, folder, RESULT_FILE)
       if os.path.exists(path):
-        tasks[name] = io_utils.read_json(path)
-    runs[run] = {"meta": io_utils.read_json(meta_path), "tasks": tasks}
+        result = io_utils.read_json(path)
+        found[result["task"]] = result
+    order = vtab.TASKS.names() + report.other_task_names(found)
+    runs[run] = {"meta": io_utils.read_json(meta_path), "tasks": {n: found[n] for n in order if n in found}}
   return runs
 
 
 def summarize(tasks):
-  """Group means and the mean over tasks of {task: result}; each over the tasks present (None if none)."""
+  """Group means and the mean over all tasks of {task: result}; each over the tasks present (None if none).
+  Tasks outside VTAB have their mean under report.OTHER_GROUP and count apart in tasks_done ("3/19 + 2 other")."""
   accuracy = {n: r["test_accuracy"] for n, r in tasks.items()}
   mean = lambda names: round(float(np.mean([accuracy[n] for n in names])), 4) if names else None
   summary = {g: mean([n for n in vtab.TASKS.names(g) if n in accuracy]) for g in vtab.GROUPS}
+  other = report.other_task_names(accuracy)
+  if other:
+    summary[report.OTHER_GROUP] = mean(other)
   summary["mean"] = mean(list(accuracy))
-  summary["tasks_done"] = f"{len(accuracy)}/{len(vtab.TASKS.names())}"
+  summary["tasks_done"] = f"{len(accuracy) - len(other)}/{len(vtab.TASKS.names())}" + (
+      f" + {len(other)} other" if other else "")
   return summary
 
 
@@ -311,8 +357,8 @@ def write_leaderboard(workdir):
   board = {"runs": {run: dict(data["meta"], tasks=data["tasks"], summary=summarize(data["tasks"]))
                     for run, data in runs.items()},
            "files": {"csv": CSV_FILE, "json": JSON_FILE, "plots": {}}}
-  for group in vtab.GROUPS:
-    if any(n in d["tasks"] for d in runs.values() for n in vtab.TASKS.names(group)):
+  for group in report.leaderboard_groups(board["runs"]):
+    if any(n in d["tasks"] for d in runs.values() for n in report.group_task_names(board["runs"], group)):
       board["files"]["plots"][group] = f"vtab_{group}.png"
       report.plot_vtab_group(board["runs"], group, os.path.join(workdir, f"vtab_{group}.png"))
   io_utils.atomic_write_text(os.path.join(workdir, CSV_FILE), report.leaderboard_csv(board["runs"]))

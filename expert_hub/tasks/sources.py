@@ -1,6 +1,6 @@
 """Task sources: the embedded world's tasks, any prepared TFDS dataset, and image folders.
 
-Specs accepted wherever a task is (selection, fine-tuning, pipeline):
+Specs accepted wherever a task is (selection, fine-tuning, pipeline, run_vtab):
   world/<task>        a task of the embedded world (rendered on first use), e.g. world/shapes_novel
   tfds:<name>         a prepared TFDS dataset, e.g. tfds:cifar100 or tfds:eurosat/rgb
   folder:<path>       TFDS ImageFolder layout: <path>/<split>/<class>/<image>
@@ -82,15 +82,21 @@ class TfdsTask(base.Task):
     return ds.map(lambda ex: (ex[self.image_key], ex[self.label_key]))
 
 
-def world_task(task, data_dir=None, image_size=32):
-  """A task of the embedded world at `image_size` px (rendered into data_dir on first use)."""
+def check_world_task(task):
+  """Returns the world catalogue's entry of `task`; raises KeyError naming the world's tasks when unknown."""
   from expert_hub.data.world import catalogue  # pylint: disable=g-import-not-at-top
   if task not in catalogue.TASKS:
     import difflib  # pylint: disable=g-import-not-at-top
     near = difflib.get_close_matches(task, list(catalogue.TASKS), n=3)
     raise KeyError(f"Unknown world task {task!r}; world tasks are {sorted(catalogue.TASKS)} (nearest: {near}).")
+  return catalogue.TASKS[task]
+
+
+def world_task(task, data_dir=None, image_size=32):
+  """A task of the embedded world at `image_size` px (rendered into data_dir on first use)."""
+  entry = check_world_task(task)
   return TfdsTask(f"expert_hub_world/{task}_{image_size}", data_dir, name=f"world/{task}",
-                  domain=catalogue.TASKS[task]["domain"], augmentations=catalogue.TASKS[task]["augmentations"])
+                  domain=entry["domain"], augmentations=entry["augmentations"])
 
 
 class FolderTask(base.Task):
