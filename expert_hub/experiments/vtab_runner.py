@@ -92,8 +92,7 @@ def resolve_tasks(spec):
   for t in other:
     if t.startswith(sources.WORLD_PREFIX):
       sources.check_world_task(t[len(sources.WORLD_PREFIX):])
-  named = [t[len(sources.VTAB_PREFIX):] if t.startswith(sources.VTAB_PREFIX) else t
-           for t in tokens if not t.startswith(OTHER_PREFIXES)]
+  named = [t for t in tokens if not t.startswith(OTHER_PREFIXES)]  # TASKS.resolve reads vtab/<task> too
   return (vtab.TASKS.resolve(named) if named else []) + other
 
 
