@@ -1,4 +1,7 @@
-r"""Fine-tunes an expert on a task with a fresh zero-initialised head (BiT-HyperRule); writes finetune.json.
+r"""Fine-tunes an expert on a task with a fresh head (BiT-HyperRule); writes finetune.json.
+
+The head starts at zero (BiT) or as a linear probe of the frozen features (--head_init=linear_probe, at the l2
+of --head_l2, or the best of several cross-validated); the config's by default.
 
   python binaries/finetune.py --expert=shapes --task=world/shapes_novel --export_dir=/tmp/experts \
       --workdir=/tmp/ft
@@ -29,6 +32,8 @@ flags.DEFINE_integer("batch_size", None, "Override the config's fine-tuning batc
 flags.DEFINE_integer("image_size", None, "Task image size for world tasks (default: the config's).", lower_bound=1)
 flags.DEFINE_enum("head_init", None, list(configs.HEAD_INITS), "The head fine-tuning starts from (default: the "
                   "config's): zeros (BiT) or linear_probe (fitted on the frozen features first).")
+flags.DEFINE_list("head_l2", None, "The linear-probe head's l2 (default: the config's): one number >= 0, or several "
+                  "(e.g. 0.01,0.1,1), the best of them cross-validated on the training split.")
 flags.mark_flags_as_required(["task", "expert", "workdir"])
 
 
@@ -37,7 +42,8 @@ def main(argv):
   strategy = strategies.make_strategy(FLAGS.strategy)  # first: multi_worker must start before other TF ops
   flags_common.setup_logging()
   cfg = flags_common.load_config()
-  ft = flags_common.override(cfg.finetune, steps=FLAGS.steps, batch_size=FLAGS.batch_size, head_init=FLAGS.head_init)
+  ft = flags_common.override(cfg.finetune, steps=FLAGS.steps, batch_size=FLAGS.batch_size, head_init=FLAGS.head_init,
+                             head_l2=_numbers("--head_l2", FLAGS.head_l2))
   image_size = cfg.upstream.image_size if FLAGS.image_size is None else FLAGS.image_size
   flags_common.check_workdir(FLAGS.workdir)
   export_dirs = None if FLAGS.export_dir is None else [flags_common.check_dir(FLAGS.export_dir, "--export_dir")]
@@ -57,6 +63,16 @@ def main(argv):
   io_utils.make_workdir(FLAGS.workdir)  # private (0o700) when new; refuses one another user owns
   result = finetune.finetune(expert, task, ft, FLAGS.workdir, export_dirs=export_dirs, strategy=strategy)
   print(f"{result['expert']} on {result['task']}: test accuracy {result['test_accuracy']:.4f}")
+
+
+def _numbers(flag, values):
+  """The floats of a list flag as a tuple (None when the flag is not given); the config checks their range."""
+  if values is None:
+    return None
+  try:
+    return tuple(float(v) for v in values)
+  except ValueError:
+    raise ValueError(f"{flag}={','.join(values)}; expected one or more numbers (e.g. 0.01,0.1,1).") from None
 
 
 def run():

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from conftest import run_python
+from expert_hub.experiments import pipeline
 
 
 @pytest.mark.slow
@@ -25,8 +26,12 @@ def test_run_pipeline_binary_writes_results(tmp_path):
     assert all(len(a) == 2 for a in t["seed_accuracy"].values()) and len(set(t["seeds"])) == 2
     assert set(t["gain"]) == {"generalist", "control"} and t["gain"]["generalist"]["ci95"] is not None
     # the selected expert's frozen features, on the selection split and on the test split fine-tuning is scored on
-    assert set(t["frozen"]) == {"knn_loo", "linear_probe", "knn_test", "linear_probe_test"}
-    assert all(0 <= a <= 1 for a in t["frozen"].values())
+    frozen = dict(t["frozen"])
+    probe_l2 = frozen.pop("probe_l2")  # the l2 of the probe the selected expert's fine-tune started from
+    assert set(frozen) == {"knn_loo", "linear_probe", "knn_test", "linear_probe_test"}
+    assert all(0 <= a <= 1 for a in frozen.values())
+    started = json.load(open(os.path.join(pipeline.task_dir(workdir, t["task"]), "finetune.json")))
+    assert started["expert"].split("/")[1] == t["selected"] and started["head_l2"] == probe_l2 == 0.01
   assert results["summary"]["gain_vs_generalist_all"]["tasks"] == 2
   assert {"data", "generalist", "experts", "export", "total"} <= set(results["timings"])
   assert os.path.getsize(os.path.join(workdir, "results.png")) > 1000

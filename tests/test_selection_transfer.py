@@ -118,6 +118,51 @@ def test_linear_probe_head_starts_fine_tuning_at_the_probe(export_dir):
   assert fit.call_count == 1 and runs[0]["test_accuracy"] == runs[1]["test_accuracy"] >= 0.9
 
 
+def test_linear_probe_head_l2_is_the_configs_or_the_best_cross_validated_of_its_grid(export_dir):
+  """One l2 is used as given (no cross-validation); of a grid, the one linear_probe_accuracy picks on folds shuffled
+  by the Finetuner's seed, for the head's fit and in the result; the grid and that seed are in made_from."""
+  from expert_hub import provenance
+  from expert_hub.hub import session as session_lib
+  from expert_hub.tasks import synthetic
+  from expert_hub.transfer import linear_head
+  rng = np.random.default_rng(0)
+  labels = np.arange(90) % 3
+  features = rng.normal(size=(90, 8)) + labels[:, None] * [1.0, 0.5, 0, 0, 0, 0, 0, 0]
+  with mock.patch.object(proxies, "linear_probe_accuracy", wraps=proxies.linear_probe_accuracy) as cv:
+    assert linear_head.choose_l2(features, labels, 0.3, seed=1) == linear_head.choose_l2(features, labels, (0.3,), 1)
+    assert cv.call_count == 0
+    picked = linear_head.choose_l2(features, labels, (1e3, 0.01, 1.0), seed=4)
+    assert cv.call_count == 1 and picked == proxies.linear_probe_accuracy(features, labels, l2=[1e3, 0.01, 1.0],
+                                                                          seed=4)[1]
+  session = session_lib.ModuleSession.for_export_dirs([export_dir])
+  task = synthetic.colour_tasks(1, num_examples=64, num_classes=4)[0]
+  one = configs.FinetuneConfig(batch_size=16, steps=1, base_lr=1e-9, resize=36, crop=32, head_init="linear_probe",
+                               head_l2=0.2)
+  grid = configs.replace(one, head_l2=[1e3, 0.05])  # a list is kept as a tuple
+  assert grid.head_l2 == (1e3, 0.05)
+  original, picks = linear_head.choose_l2, []
+
+  def spy(*args, **kwargs):
+    picks.append((args, kwargs, original(*args, **kwargs)))
+    return picks[-1][2]
+  with mock.patch.object(linear_head, "choose_l2", side_effect=spy), \
+       mock.patch.object(linear_head, "fit", wraps=linear_head.fit) as fit:
+    assert finetune.Finetuner(task, one, session=session, seed=3).run("generalist")["head_l2"] == 0.2
+    assert fit.call_args.kwargs["l2"] == 0.2
+    finetuner = finetune.Finetuner(task, grid, session=session, seed=3)
+    result = finetuner.run("generalist")
+  args, kwargs, picked = picks[-1]
+  assert args[2] == (1e3, 0.05) and kwargs["seed"] == 3  # the grid, on folds shuffled by the Finetuner's seed
+  assert result["head_l2"] == picked == fit.call_args.kwargs["l2"] and picked in (1e3, 0.05)
+
+  def made_from(cfg, finetuner_seed):  # the record of a run with seed 3, by a Finetuner of another default seed
+    finetuner = finetune.Finetuner(task, cfg, session=session, seed=finetuner_seed)
+    return provenance.digest(finetuner.made_from("generalist", seed=3))
+  assert made_from(grid, 3) != made_from(grid, 4) and made_from(one, 3) == made_from(one, 4)
+  zero = finetune.Finetuner(task, configs.replace(one, head_init="zeros"), session=session).run("generalist")
+  assert zero["head_l2"] is None
+
+
 def test_hyperrule():
   s = hyperrule.get_schedule(1000)
   assert (s.steps, s.warmup_steps, s.decay_steps, s.mixup_alpha) == (500, 100, (200, 300, 400), 0.0)

@@ -6,7 +6,7 @@ Config is code: a config file's `get_config()` returns a `Config`, and library f
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from expert_hub.hub import export
 from expert_hub.models.adapters import AdapterConfig
@@ -222,6 +222,9 @@ class FinetuneConfig:
     train_split / test_split: task splits to train on and to report.
     head_init: the head fine-tuning starts from: "zeros" (BiT) or "linear_probe" (a logistic-regression probe
       fitted on the frozen features first, LP-FT; transfer/linear_head.py).
+    head_l2: the linear-probe head's l2 (mean cross-entropy + l2/2 ||W||^2 on standardised features): a number,
+      or a tuple of them cross-validated per module and task on the training split (5 stratified folds; the best
+      is kept and recorded as the result's `head_l2`). Unused with a zero head.
   """
   batch_size: int = 512
   base_lr: float = 0.003
@@ -232,11 +235,19 @@ class FinetuneConfig:
   train_split: str = "train800val200"
   test_split: str = "test"
   head_init: str = "zeros"
+  head_l2: Union[float, Tuple[float, ...]] = 1e-2
 
   def __post_init__(self):
     _check_int(self, "batch_size")
     if self.head_init not in HEAD_INITS:
       raise ValueError(f"FinetuneConfig.head_init={self.head_init!r}; expected one of {list(HEAD_INITS)}.")
+    grid = self.head_l2 if isinstance(self.head_l2, (tuple, list)) else (self.head_l2,)
+    if not grid or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                           for v in grid):
+      raise ValueError(f"FinetuneConfig.head_l2={self.head_l2!r}; expected a finite number >= 0, or a non-empty "
+                       "tuple of them to cross-validate.")
+    if isinstance(self.head_l2, list):
+      object.__setattr__(self, "head_l2", tuple(self.head_l2))
     _check_number(self, "base_lr")
     _check_int(self, "steps", optional=True)
     _check_number(self, "steps_scale")

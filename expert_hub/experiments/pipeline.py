@@ -115,12 +115,14 @@ def _models_to_finetune(cfg, handles, ranking, kinds):
   return [n for n in dict.fromkeys(chosen) if n in handles]
 
 
-def frozen_feature_accuracy(task, handle, cfg, image_size, session):
+def frozen_feature_accuracy(task, handle, cfg, image_size, session, l2=None):
   """What a module's frozen features reach without fine-tuning, for the report's fine-tuned vs frozen comparison.
 
   On the selection split: leave-one-out kNN accuracy (the selection proxy) and the 5-fold linear probe
   (scikit-learn logistic regression). On the test split fine-tuning is scored on: the same kNN and probe fitted on
-  the selection split (`knn_test`, `linear_probe_test`), so that both sides are measured on the same images.
+  the selection split (`knn_test`, `linear_probe_test`), so that both sides are measured on the same images. The
+  probe's l2 (`probe_l2`) is `l2`, the one the module's fine-tune started from, when given; else the config's
+  `finetune.head_l2` (linear_head.choose_l2 on the selection split's folds).
   """
   from sklearn import neighbors  # pylint: disable=g-import-not-at-top
   from expert_hub.transfer import linear_head  # pylint: disable=g-import-not-at-top
@@ -130,13 +132,15 @@ def frozen_feature_accuracy(task, handle, cfg, image_size, session):
   test_images, test_labels = embed.prepare_images(task, cfg.finetune.test_split, image_size)
   test_features = embed.embed(embedder, test_images, cfg.selection.batch_size)
   knn = proxies.knn_accuracy(features, labels, k=cfg.selection.k, backend=cfg.selection.backend)[0]
-  probe = proxies.linear_probe_accuracy(features, labels, seed=seeds.derive(cfg.seed, "probe", task.name))[0]
+  folds_seed = seeds.derive(cfg.seed, "probe", task.name)
+  l2 = linear_head.choose_l2(features, labels, cfg.finetune.head_l2, folds_seed) if l2 is None else l2
+  probe = proxies.linear_probe_accuracy(features, labels, l2=l2, seed=folds_seed)[0]
   knn_test = neighbors.KNeighborsClassifier(n_neighbors=cfg.selection.k, metric="cosine").fit(
       features, labels).score(test_features, test_labels)
-  kernel, bias = linear_head.fit(features, labels, task.num_classes)
+  kernel, bias = linear_head.fit(features, labels, task.num_classes, l2=l2)
   probe_test = np.mean(np.argmax(test_features @ kernel + bias, axis=-1) == test_labels)
   return {"knn_loo": round(float(knn), 4), "linear_probe": round(float(probe), 4),
-          "knn_test": round(float(knn_test), 4), "linear_probe_test": round(float(probe_test), 4)}
+          "knn_test": round(float(knn_test), 4), "linear_probe_test": round(float(probe_test), 4), "probe_l2": l2}
 
 
 def run_task(task, cfg, workdir, session, handles, selection):
@@ -155,10 +159,11 @@ def run_task(task, cfg, workdir, session, handles, selection):
   to_finetune = _models_to_finetune(cfg, handles, selection["ranking"], kinds)
   task_seeds = finetune_seeds(cfg, task.name)
   finetuner = finetune_lib.Finetuner(task, cfg.finetune, seed=task_seeds[0], session=session)
-  seed_accuracy, finetune_seconds, train_loss = {}, {}, {}
+  seed_accuracy, finetune_seconds, train_loss, head_l2 = {}, {}, {}, {}
   for name in to_finetune:
     runs = [finetune_once(finetuner, name, handles[name], out, seed) for seed in task_seeds]
     seed_accuracy[name] = [r["test_accuracy"] for r in runs]
+    head_l2[name] = runs[0].get("head_l2")  # one probe per module, whatever the seed
     losses = [r["train_loss"] for r in runs if r.get("train_loss") is not None]
     train_loss[name] = round(float(np.mean(losses)), 4) if losses else None
     finetune_seconds[name] = round(sum(r["seconds"] for r in runs), 2)
@@ -182,7 +187,8 @@ def run_task(task, cfg, workdir, session, handles, selection):
       "oracle_expert": oracle, "oracle_accuracy": accuracy[oracle] if oracle else None,
       "knn_scores": {by_handle[r["expert"]]: r["score"] for r in selection["ranking"]},
       # the selected expert's frozen features on the selection split: fine-tuning should reach at least these
-      "frozen": frozen_feature_accuracy(task, handles[selected], cfg, cfg.upstream.image_size, session),
+      "frozen": frozen_feature_accuracy(task, handles[selected], cfg, cfg.upstream.image_size, session,
+                                        l2=head_l2[selected]),
       "finetune_accuracy": accuracy, "train_loss": train_loss,
       "seconds": {"selection": selection["seconds"], "finetune": finetune_seconds},
   }

@@ -45,7 +45,9 @@ FINETUNE_FILE = "finetune.json"
 # 3: the linear-probe head is fitted until lbfgs converges (linear_head.fit, proxies.PROBE_MAX_ITER).
 # 4: ... on one BLAS thread (proxies.PROBE_BLAS_THREADS), not the machine's count: the head's last bits, and
 # so the fine-tune's trajectory, no longer depend on the cores (a fresh run moved 24 of 96 seeds' accuracies).
-RECIPE_FORMAT = 4
+# 5: the probe's l2 is the config's FinetuneConfig.head_l2 (a grid of them is cross-validated); at its default
+# 0.01, the l2 fixed before, the same inputs train alike.
+RECIPE_FORMAT = 5
 
 
 def is_older_recipe(result, made_from, path):
@@ -149,7 +151,7 @@ class Finetuner:
     one_hot = lambda y: tf.one_hot(tf.cast(y, tf.int32), self.head_size)
     self._one_hot, self._train_source = one_hot, (train_images, self.train_labels)
     self._train_ds = {}
-    self._probe_heads = {}  # handle -> (kernel, bias): one probe per module, whatever the seeds
+    self._probe_heads = {}  # handle -> (kernel, bias, l2): one probe per module, whatever the seeds
     self.augmentations = tuple(getattr(task, "augmentations", preprocessing.AUGMENTATIONS))  # label-preserving
     test = tf.data.Dataset.from_tensor_slices((test_images, self.test_labels))
     self.test_ds = preprocessing.make_eval_dataset(test, 256, self.crop, label_fn=one_hot).cache()
@@ -179,11 +181,14 @@ class Finetuner:
     Checkpoints and results of a run resume or are reused only under the same record."""
     seed = self.seed if seed is None else seed
     path, packed = self.session.local_path(handle)
-    return {"stage": "fine-tune", "task": self.task.name, "num_classes": self.task.num_classes,
-            "data": self.data_fingerprint, "module": cache.module_identity(f"{path}#{packed}" if packed else path),
-            "config": self.cfg, "schedule": dataclasses.asdict(self.schedule), "learning_rate": self.lr,
-            "resolution": [self.resize, self.crop], "augmentations": list(self.augmentations), "seed": seed,
-            "recipe": RECIPE_FORMAT}
+    record = {"stage": "fine-tune", "task": self.task.name, "num_classes": self.task.num_classes,
+              "data": self.data_fingerprint, "module": cache.module_identity(f"{path}#{packed}" if packed else path),
+              "config": self.cfg, "schedule": dataclasses.asdict(self.schedule), "learning_rate": self.lr,
+              "resolution": [self.resize, self.crop], "augmentations": list(self.augmentations), "seed": seed,
+              "recipe": RECIPE_FORMAT}
+    if self.cfg.head_init == "linear_probe" and isinstance(self.cfg.head_l2, tuple) and len(self.cfg.head_l2) > 1:
+      record["head_l2_folds_seed"] = self.seed  # the folds that pick the probe's l2 (_fit_head)
+    return record
 
   def _compile(self, model):
     """Compiles under the strategy's scope (optimizer slots mirror the weights); call inside that scope.
@@ -241,8 +246,7 @@ class Finetuner:
     made_from = self.made_from(handle, seed)
     train_ds = self.train_dataset(seed)
     model = self._model_for(handle)
-    if self.cfg.head_init == "linear_probe":
-      self._fit_head(model, handle)
+    head_l2 = self._fit_head(model, handle) if self.cfg.head_init == "linear_probe" else None
     steps = self.schedule.steps
     if workdir is not None:
       train_cfg = configs.TrainConfig(batch_size=self.cfg.batch_size, steps=steps, base_lr=self.lr,
@@ -265,7 +269,7 @@ class Finetuner:
               "batch_size": self.cfg.batch_size,
               "learning_rate": self.lr, "resolution": [self.resize, self.crop],
               "num_train_examples": int(len(self.train_labels)), "num_test_examples": int(len(self.test_labels)),
-              "head_init": self.cfg.head_init, "seed": seed, "recipe_format": RECIPE_FORMAT,
+              "head_init": self.cfg.head_init, "head_l2": head_l2, "seed": seed, "recipe_format": RECIPE_FORMAT,
               "made_from": provenance.digest(made_from)}
     log.info("[finetune %s] %s: test accuracy %.4f (%d steps, %.1f s)", self.task.name, handle, accuracy,
              self.schedule.steps, result["seconds"])
@@ -283,18 +287,22 @@ class Finetuner:
 
   def _fit_head(self, model, handle):
     """Sets the head to a linear probe of the backbone's frozen features on the training split, preprocessed as
-    the test split is (linear_head.fit); deterministic, so a resumed or repeated run starts alike. The backbone
-    holds `handle`'s restored weights, so the probe is fitted once per handle and reused for its other seeds."""
+    the test split is (linear_head.fit at the config's head_l2, or at the one of its grid that cross-validates
+    best on folds shuffled by the Finetuner's seed); deterministic, so a resumed or repeated run starts alike. The
+    backbone holds `handle`'s restored weights, so the probe is fitted once per handle and reused for its other
+    seeds. Returns the probe's l2."""
     if handle not in self._probe_heads:
       backbone = model.layers[1]  # _classifier's layers: images, backbone, head, logit_mask
       images, labels = self._train_source
       ds = preprocessing.make_eval_dataset(tf.data.Dataset.from_tensor_slices((images, labels)), 256, self.crop)
-      features = np.concatenate([backbone(x, training=False).numpy() for x, _ in ds])
-      self._probe_heads[handle] = linear_head.fit(features, np.asarray(labels), self.head_size)
-    kernel, bias = self._probe_heads[handle]
+      features, labels = np.concatenate([backbone(x, training=False).numpy() for x, _ in ds]), np.asarray(labels)
+      l2 = linear_head.choose_l2(features, labels, self.cfg.head_l2, seed=self.seed)
+      self._probe_heads[handle] = (*linear_head.fit(features, labels, self.head_size, l2=l2), l2)
+    kernel, bias, l2 = self._probe_heads[handle]
     head = model.get_layer("head")
     head.kernel.assign(kernel)
     head.bias.assign(bias)
+    return l2
 
   def _evaluate(self, model):
     """(test loss, test top-1) on the task's test split (the loss is None under multi-worker).

@@ -4,7 +4,8 @@ BiT fine-tunes from a zero head, so the first steps train the head on features t
 changing. Kumar et al. (2022, "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-
 Distribution") start instead from a logistic-regression probe fitted on the frozen features: fine-tuning then
 begins at the probe's accuracy and its gradients reach the backbone without a random head's noise.
-`FinetuneConfig.head_init = "linear_probe"` selects it (transfer/finetune.py).
+`FinetuneConfig.head_init = "linear_probe"` selects it (transfer/finetune.py), `FinetuneConfig.head_l2` its l2 (one
+value, or several that `choose_l2` cross-validates).
 
 The probe is the linear-probe proxy's estimator (selection/proxies.fit_probe): features standardised, a
 multinomial scikit-learn LogisticRegression minimising mean cross-entropy + l2/2 ||W||^2 on one BLAS thread. The
@@ -47,3 +48,13 @@ def fit(features, labels, size, l2=1e-2, max_iter=proxies.PROBE_MAX_ITER, blas_t
   kernel, bias = np.zeros([features.shape[1], size]), np.zeros([size])
   kernel[:, probe.classes_], bias[probe.classes_] = coef.T, intercept
   return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def choose_l2(features, labels, l2, seed):
+  """The probe's l2 for `features` [N, D] and integer `labels` [N]: `l2` itself when it is one number; of several,
+  the one whose probe reaches the best 5-fold cross-validated accuracy (proxies.linear_probe_accuracy, folds
+  shuffled by `seed`; the first of a tie)."""
+  grid = [float(v) for v in (l2 if isinstance(l2, (tuple, list)) else [l2])]
+  if len(grid) == 1:
+    return grid[0]
+  return proxies.linear_probe_accuracy(features, labels, l2=grid, seed=seed)[1]
