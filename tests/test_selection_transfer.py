@@ -149,8 +149,7 @@ def test_linear_probe_head_l2_is_the_configs_or_the_best_cross_validated_of_its_
        mock.patch.object(linear_head, "fit", wraps=linear_head.fit) as fit:
     assert finetune.Finetuner(task, one, session=session, seed=3).run("generalist")["head_l2"] == 0.2
     assert fit.call_args.kwargs["l2"] == 0.2
-    finetuner = finetune.Finetuner(task, grid, session=session, seed=3)
-    result = finetuner.run("generalist")
+    result = finetune.Finetuner(task, grid, session=session, seed=3).run("generalist")
   args, kwargs, picked = picks[-1]
   assert args[2] == (1e3, 0.05) and kwargs["seed"] == 3  # the grid, on folds shuffled by the Finetuner's seed
   assert result["head_l2"] == picked == fit.call_args.kwargs["l2"] and picked in (1e3, 0.05)

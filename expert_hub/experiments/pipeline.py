@@ -122,7 +122,7 @@ def frozen_feature_accuracy(task, handle, cfg, image_size, session, l2=None):
   (scikit-learn logistic regression). On the test split fine-tuning is scored on: the same kNN and probe fitted on
   the selection split (`knn_test`, `linear_probe_test`), so that both sides are measured on the same images. The
   probe's l2 (`probe_l2`) is `l2`, the one the module's fine-tune started from, when given; else the config's
-  `finetune.head_l2` (linear_head.choose_l2 on the selection split's folds).
+  `finetune.head_l2` (of a grid, the one that cross-validates best).
   """
   from sklearn import neighbors  # pylint: disable=g-import-not-at-top
   from expert_hub.transfer import linear_head  # pylint: disable=g-import-not-at-top
@@ -132,9 +132,8 @@ def frozen_feature_accuracy(task, handle, cfg, image_size, session, l2=None):
   test_images, test_labels = embed.prepare_images(task, cfg.finetune.test_split, image_size)
   test_features = embed.embed(embedder, test_images, cfg.selection.batch_size)
   knn = proxies.knn_accuracy(features, labels, k=cfg.selection.k, backend=cfg.selection.backend)[0]
-  folds_seed = seeds.derive(cfg.seed, "probe", task.name)
-  l2 = linear_head.choose_l2(features, labels, cfg.finetune.head_l2, folds_seed) if l2 is None else l2
-  probe = proxies.linear_probe_accuracy(features, labels, l2=l2, seed=folds_seed)[0]
+  probe, l2 = proxies.linear_probe_accuracy(features, labels, l2=cfg.finetune.head_l2 if l2 is None else l2,
+                                            seed=seeds.derive(cfg.seed, "probe", task.name))
   knn_test = neighbors.KNeighborsClassifier(n_neighbors=cfg.selection.k, metric="cosine").fit(
       features, labels).score(test_features, test_labels)
   kernel, bias = linear_head.fit(features, labels, task.num_classes, l2=l2)
