@@ -7,6 +7,8 @@ of --head_l2, or the best of several cross-validated); the config's by default.
       --workdir=/tmp/ft
   python binaries/finetune.py --expert=auto --task=... (uses <workdir>/selection.json's pick; it must have
       been made on this task's data, its recorded fingerprint, or the run stops)
+  python binaries/finetune.py ... --head_init=zeros --steps=200 --batch_size=32 --base_lr=0.5
+      (the zero-head schedule README's "Fine-tuning schedule" measures against the tiny config's LP-FT)
 """
 
 import os
@@ -29,6 +31,8 @@ flags.DEFINE_string("task", None, "world/<task>, tfds:<name> or folder:<path>.")
 flags.DEFINE_string("expert", None, "Expert name, module path or URL; 'auto' reads <workdir>/selection.json.")
 flags.DEFINE_integer("steps", None, "Override the HyperRule's number of steps (an integer >= 1).")
 flags.DEFINE_integer("batch_size", None, "Override the config's fine-tuning batch size (an integer >= 1).")
+flags.DEFINE_float("base_lr", None, "Override the config's base learning rate (at batch 512, scaled linearly to the "
+                   "batch; a finite number > 0).")
 flags.DEFINE_integer("image_size", None, "Task image size for world tasks (default: the config's).", lower_bound=1)
 flags.DEFINE_enum("head_init", None, list(configs.HEAD_INITS), "The head fine-tuning starts from (default: the "
                   "config's): zeros (BiT) or linear_probe (fitted on the frozen features first).")
@@ -42,8 +46,8 @@ def main(argv):
   strategy = strategies.make_strategy(FLAGS.strategy)  # first: multi_worker must start before other TF ops
   flags_common.setup_logging()
   cfg = flags_common.load_config()
-  ft = flags_common.override(cfg.finetune, steps=FLAGS.steps, batch_size=FLAGS.batch_size, head_init=FLAGS.head_init,
-                             head_l2=_numbers("--head_l2", FLAGS.head_l2))
+  ft = flags_common.override(cfg.finetune, steps=FLAGS.steps, batch_size=FLAGS.batch_size, base_lr=FLAGS.base_lr,
+                             head_init=FLAGS.head_init, head_l2=_numbers("--head_l2", FLAGS.head_l2))
   image_size = cfg.upstream.image_size if FLAGS.image_size is None else FLAGS.image_size
   flags_common.check_workdir(FLAGS.workdir)
   export_dirs = None if FLAGS.export_dir is None else [flags_common.check_dir(FLAGS.export_dir, "--export_dir")]

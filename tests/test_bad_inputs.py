@@ -132,6 +132,8 @@ CASES = [
      ["batch_size=0"]),
     ("finetune-batch-neg", "binaries/finetune.py", ["--task=world/count", "--expert=x", _EMPTY, _WD,
                                                     "--batch_size=-2"], ["batch_size=-2"]),
+    ("finetune-base-lr-0", "binaries/finetune.py", ["--task=world/count", "--expert=x", _EMPTY, _WD, "--base_lr=0"],
+     ["base_lr=0.0"]),
     ("finetune-head-init", "binaries/finetune.py", ["--task=world/count", "--expert=x", _EMPTY, _WD,
                                                     "--head_init=random"], ["random"]),
     ("finetune-head-l2-text", "binaries/finetune.py", ["--task=world/count", "--expert=x", _EMPTY, _WD,
